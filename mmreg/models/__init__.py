@@ -19,6 +19,7 @@ from mmreg.models.fusion import (
     SumFusion,
     make_fusion,
 )
+from mmreg.models.interface import MultimodalModel, check_model
 from mmreg.models.labels import AUX_HEAD, FUSION, HEAD, PROJECTOR, ROLE_LABELS, param_labels
 from mmreg.models.resnet import BasicBlock, ResNetEncoder
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput
@@ -46,11 +47,13 @@ __all__ = [
     "MLPEncoder",
     "ModelOutput",
     "MultimodalClassifier",
+    "MultimodalModel",
     "ResNetEncoder",
     "SharedSpace",
     "SharedSpaceOutput",
     "SumFusion",
     "build_model",
+    "check_model",
     "make_encoder",
     "make_fusion",
     "mlp_classifier",
