@@ -68,6 +68,11 @@ def fused_ce(label_smoothing: float = 0.0) -> LossTerm:
 def unimodal_ce(modality: str, label_smoothing: float = 0.0) -> LossTerm:
   """Cross-entropy of one modality's auxiliary head, over samples where it is present."""
   def term(output: ModelOutput, batch: Mapping[str, Any]) -> jax.Array:
+    if modality not in output.modality_logits:
+      raise ValueError(
+          f"the unimodal loss {modality!r} needs modality_logits[{modality!r}], but the model "
+          f"returns modality_logits for {sorted(output.modality_logits)}; give the model "
+          "unimodal heads (or concat-head slices), or leave this loss out of the LossSpec")
     present = batch.get(PRESENT, {}).get(modality)
     weights = None if present is None else jnp.asarray(present, jnp.float32)
     return cross_entropy(output.modality_logits[modality], batch[LABEL], weights,

@@ -8,7 +8,15 @@ from mmreg.models.classifier import (
 )
 from mmreg.models.encoders import Conv1DEncoder, Conv2DEncoder, MLPEncoder
 from mmreg.models.etf import ETFHead, FixedKernel, simplex_etf
-from mmreg.models.factory import ENCODERS, build_model, make_encoder
+from mmreg.models.factory import (
+    CLASSIFIER,
+    ENCODERS,
+    MODELS,
+    build_model,
+    make_encoder,
+    model_from_config,
+    register_model,
+)
 from mmreg.models.fusion import (
     FUSIONS,
     AttentionFusion,
@@ -19,18 +27,20 @@ from mmreg.models.fusion import (
     SumFusion,
     make_fusion,
 )
-from mmreg.models.interface import MultimodalModel, check_model
+from mmreg.models.interface import MultimodalModel, check_model, check_output
 from mmreg.models.labels import AUX_HEAD, FUSION, HEAD, PROJECTOR, ROLE_LABELS, param_labels
 from mmreg.models.resnet import BasicBlock, ResNetEncoder
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput
 
 __all__ = [
     "AUX_HEAD",
+    "CLASSIFIER",
     "ENCODERS",
     "FUSION",
     "FUSIONS",
     "HEAD",
     "MISSING_MODES",
+    "MODELS",
     "PROJECTOR",
     "ROLE_LABELS",
     "AttentionFusion",
@@ -54,9 +64,12 @@ __all__ = [
     "SumFusion",
     "build_model",
     "check_model",
+    "check_output",
     "make_encoder",
     "make_fusion",
     "mlp_classifier",
+    "model_from_config",
     "param_labels",
+    "register_model",
     "simplex_etf",
 ]

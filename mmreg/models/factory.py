@@ -1,14 +1,15 @@
-"""Build a multimodal classifier from a config."""
+"""Build a model from a config: the multimodal classifier, or a registered model."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax import nnx
 
 from mmreg.models.classifier import MultimodalClassifier
 from mmreg.models.encoders import Conv1DEncoder, Conv2DEncoder, MLPEncoder
+from mmreg.models.interface import MultimodalModel, check_model
 from mmreg.models.resnet import ResNetEncoder
 
 ENCODERS = ("auto", "mlp", "conv1d", "conv2d", "resnet")
@@ -58,3 +59,41 @@ def build_model(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ..
                               shared_space=bool(cfg.get("shared_space", False)),
                               missing=cfg.get("missing", "zero"),
                               head=cfg.get("head", "linear"), rngs=rngs)
+
+
+CLASSIFIER = "multimodal_classifier"
+ModelBuilder = Callable[[Mapping[str, Any], Mapping[str, tuple[int, ...]], int, int], nnx.Module]
+MODELS: dict[str, ModelBuilder] = {CLASSIFIER: build_model}
+
+
+def register_model(name: str, builder: ModelBuilder) -> None:
+  """Make `builder(cfg, input_shapes, num_classes, seed) -> model` buildable from a config as
+  `model.name = name` (the loop and the CLIs call it with the config's `model` section, the
+  train split's `{modality: per-sample shape}`, its class count and the run's seed).
+
+  The model must follow `mmreg.models.MultimodalModel`. Registering a name again replaces it.
+  For the command-line tools, register at module level in the config file.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"model name {name!r} must be a non-empty string")
+  if not callable(builder):
+    raise TypeError(f"register_model({name!r}, ...): the builder must be a callable "
+                    "(cfg, input_shapes, num_classes, seed) -> model, got "
+                    f"{type(builder).__name__}")
+  MODELS[name] = builder
+
+
+def model_from_config(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ...]],
+                      num_classes: int, seed: int) -> MultimodalModel:
+  """The model named by `cfg["name"]` (default "multimodal_classifier", `build_model`),
+  checked against the `MultimodalModel` interface."""
+  name = cfg.get("name", CLASSIFIER)
+  if name not in MODELS:
+    raise ValueError(f"model.name={name!r}: unknown model; valid models: {sorted(MODELS)}. "
+                     "Register your own with mmreg.models.register_model(name, builder)")
+  model = MODELS[name](cfg, input_shapes, num_classes, seed)
+  try:
+    check_model(model)
+  except TypeError as e:
+    raise TypeError(f"the builder of model {name!r} returned an unusable model: {e}") from e
+  return model

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
+from flax import nnx
 
+from mmreg.data.batch import modality_names
 from mmreg.models.classifier import ModelOutput
+
+_SIGNATURES = {"encode": ("modality", "x"), "encode_batch": ("batch",),
+               "from_features": ("features", "present"), "__call__": ("batch",)}
+_INTERFACE = ("a model is a flax.nnx.Module with `modalities` (a tuple of names), "
+              "`encode(modality, x)`, `encode_batch(batch)`, `from_features(features, present) "
+              "-> ModelOutput` and `__call__(batch) -> ModelOutput`; see "
+              "mmreg.models.MultimodalModel")
 
 
 @runtime_checkable
@@ -23,8 +34,13 @@ class MultimodalModel(Protocol):
     batch's optional `{m: bool[B]}` presence mask.
   - `__call__(batch)`: `from_features(encode_batch(batch), batch.get("present"))`.
 
-  The split between `encode` and `from_features` is what lets the per-loss gradient stack
-  pull each loss back only through the encoders it reaches.
+  The `ModelOutput` holds `logits` `[B, K]`, `features` `{m: [B, d_m]}` for every modality and
+  `fused` `[B, d]` (the representation fed to the fused classifier); `modality_logits`
+  `{m: [B, K]}` and `latents` may be empty dicts when the model has no unimodal heads or
+  shared-latent projections (methods and losses that read them then say so). The split between
+  `encode` and `from_features` is what lets the per-loss gradient stack pull each loss back
+  only through the encoders it reaches. The model must be a `flax.nnx.Module`: the train step
+  splits it into parameters and state.
   """
 
   modalities: tuple[str, ...]
@@ -39,13 +55,80 @@ class MultimodalModel(Protocol):
   def __call__(self, batch: Mapping[str, Any]) -> ModelOutput: ...
 
 
-def check_model(model: Any) -> None:
-  """Raise a clear error naming what `model` lacks of the `MultimodalModel` interface."""
-  missing = [name for name in ("modalities", "encode", "encode_batch", "from_features")
-             if not hasattr(model, name)]
-  if missing or not callable(model):
-    lacks = missing + ([] if callable(model) else ["__call__"])
+def check_model(model: Any, batch: Mapping[str, Any] | None = None) -> ModelOutput | None:
+  """Raise a TypeError naming what `model` lacks of the `MultimodalModel` interface.
+
+  With a `batch`, also run the model on it abstractly (`jax.eval_shape`, nothing is computed
+  or changed) and check its output with `check_output`; returns that abstract output.
+  """
+  name = type(model).__name__
+  if not isinstance(model, nnx.Module):
+    raise TypeError(f"{name} is not a flax.nnx.Module; {_INTERFACE}")
+  missing = [m for m in ("modalities", *_SIGNATURES) if not hasattr(model, m)]
+  if missing:
+    raise TypeError(f"{name} lacks {missing}; {_INTERFACE}")
+  modalities = model.modalities
+  if (not isinstance(modalities, tuple | list) or not modalities
+      or not all(isinstance(m, str) for m in modalities)):
+    raise TypeError(f"{name}.modalities is {modalities!r}; it must be a non-empty tuple of "
+                    "modality names (the batch keys)")
+  for method, args in _SIGNATURES.items():
+    try:
+      inspect.signature(getattr(model, method)).bind(*args)
+    except TypeError as e:
+      raise TypeError(f"{name}.{method} cannot be called as {method}({', '.join(args)}) "
+                      f"({e}); {_INTERFACE}") from e
+    except ValueError:  # no signature to inspect (a builtin): calling it will tell
+      pass
+  if batch is None:
+    return None
+  names = modality_names(batch)
+  if set(names) != set(modalities):
+    raise ValueError(f"batch modalities {sorted(names)} do not match {name}.modalities "
+                     f"{sorted(modalities)}; rename the batch keys or the model's modalities")
+  graphdef, state = nnx.split(model)
+
+  def run(state: Any, batch: Mapping[str, Any]) -> ModelOutput:
+    return nnx.merge(graphdef, state)(batch)
+
+  output = jax.eval_shape(run, state, dict(batch))
+  check_output(output, model, batch)
+  return output
+
+
+def check_output(output: Any, model: Any, batch: Mapping[str, Any]) -> None:
+  """Raise a TypeError naming what is wrong with `model(batch)`'s output, and the fix."""
+  name = type(model).__name__
+  if not isinstance(output, ModelOutput):
     raise TypeError(
-        f"{type(model).__name__} lacks {lacks} of the mmreg model interface: a model provides "
-        "`modalities`, `encode(modality, x)`, `encode_batch(batch)`, `from_features(features, "
-        "present) -> ModelOutput` and `__call__(batch)`; see mmreg.models.MultimodalModel")
+        f"{name}(batch) returned {type(output).__name__}; return mmreg.ModelOutput(logits=[B, "
+        "K], modality_logits={m: [B, K]} or {}, features={m: [B, d_m]}, latents={} or "
+        "{m: [B, d]}, fused=[B, d])")
+  sizes = {jnp.shape(batch[m])[0] for m in modality_names(batch)}
+  size = sizes.pop() if len(sizes) == 1 else None
+  logits_shape = jnp.shape(output.logits)
+  if len(logits_shape) != 2 or (size is not None and logits_shape[0] != size):
+    raise TypeError(f"{name}: ModelOutput.logits has shape {logits_shape}; it must be "
+                    f"[batch, classes] = [{size}, K]")
+  fields = {"modality_logits": output.modality_logits, "features": output.features,
+            "latents": output.latents}
+  for field, value in fields.items():
+    if not isinstance(value, Mapping):
+      raise TypeError(f"{name}: ModelOutput.{field} is {type(value).__name__}; it must be a "
+                      "dict {modality: array} (an empty dict if the model has none)")
+    unknown = sorted(set(value) - set(model.modalities))
+    if unknown:
+      raise TypeError(f"{name}: ModelOutput.{field} has keys {unknown} that are not in "
+                      f"{name}.modalities {list(model.modalities)}; key it by modality name")
+  absent = [m for m in model.modalities if m not in output.features]
+  if absent:
+    raise TypeError(f"{name}: ModelOutput.features lacks {absent}; return every modality's "
+                    "encoder output (after any missing-modality filling)")
+  for m, z in output.modality_logits.items():
+    if jnp.shape(z) != logits_shape:
+      raise TypeError(f"{name}: ModelOutput.modality_logits[{m!r}] has shape "
+                      f"{jnp.shape(z)}; it must match the fused logits {logits_shape}")
+  if output.fused is None or jnp.ndim(output.fused) < 1:
+    raise TypeError(f"{name}: ModelOutput.fused is {output.fused!r}; return the [B, d] "
+                    "representation fed to the fused classifier")
+

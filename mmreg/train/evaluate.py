@@ -16,14 +16,15 @@ Predict = Callable[[Any, Any, dict], ModelOutput]
 
 def gather_outputs(predict: Predict, params: Any, model_state: Any, data: MultimodalDataset,
                    batch_size: int) -> dict[str, Any]:
-  """Fused logits `[N, K]`, per-modality logits `{m: [N, K]}` and fused features `[N, d]`."""
-  logits, modality_logits, fused = [], {m: [] for m in data.modalities}, []
+  """Fused logits `[N, K]`, per-modality logits `{m: [N, K]}` (of the modalities the model
+  has unimodal logits for) and fused features `[N, d]`."""
+  logits, modality_logits, fused = [], {}, []
   for batch, valid in eval_batches(data, batch_size):
     out = predict(params, model_state, batch)
     logits.append(np.asarray(out.logits)[valid])
     fused.append(np.asarray(out.fused)[valid])
-    for m in data.modalities:
-      modality_logits[m].append(np.asarray(out.modality_logits[m])[valid])
+    for m, z in out.modality_logits.items():  # empty for a model without unimodal heads
+      modality_logits.setdefault(m, []).append(np.asarray(z)[valid])
   return {"logits": np.concatenate(logits), "fused": np.concatenate(fused),
           "modality_logits": {m: np.concatenate(v) for m, v in modality_logits.items()}}
 

@@ -18,7 +18,8 @@ from mmreg.data.batch import validate_batch
 from mmreg.data.dataset import Splits, check_finite, iterate_batches, steps_per_epoch
 from mmreg.data.registry import load_dataset
 from mmreg.losses.spec import LossSpec, classification_losses
-from mmreg.models.factory import build_model
+from mmreg.models.factory import model_from_config
+from mmreg.models.interface import check_model
 from mmreg.models.labels import param_labels
 from mmreg.train.checkpoint import Checkpointer
 from mmreg.train.diagnostics import find_diagnostics
@@ -118,12 +119,16 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
     raise ValueError(f"batch_size {batch_size} exceeds the {len(splits.train)} train samples")
   runtime.check_batch_size(batch_size)
 
-  model = build_model(cfg["model"], splits.train.input_shapes, splits.train.num_classes, seed)
+  model = model_from_config(cfg["model"], splits.train.input_shapes, splits.train.num_classes,
+                            seed)
   modalities = model.modalities
-  validate_batch(next(iterate_batches(splits.train, batch_size, seed=seed, epoch=0)),
-                 splits.train.input_shapes, splits.train.num_classes)
+  first_batch = next(iterate_batches(splits.train, batch_size, seed=seed, epoch=0))
+  validate_batch(first_batch, splits.train.input_shapes, splits.train.num_classes)
+  # The unimodal losses of the modalities the model has unimodal logits for.
+  heads = tuple(m for m in modalities if m in check_model(model, first_batch).modality_logits)
   loss_cfg = cfg.get("loss", {})
-  loss_spec = (loss_spec_fn or _classification_spec)(modalities, loss_cfg)
+  loss_spec = (loss_spec_fn or _classification_spec)(modalities if loss_spec_fn else heads,
+                                                     loss_cfg)
   method = get_method(cfg["method"]["name"])
   labels, options = param_labels(model), cfg["method"].get("options", {})
   method_tx = build_method(cfg["method"]["name"], labels, modalities, options,

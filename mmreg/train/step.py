@@ -14,6 +14,7 @@ from mmreg.data.batch import LABEL, PRESENT, inputs_of
 from mmreg.grads import LossGrads, per_loss_grads, per_loss_grads_over
 from mmreg.losses.spec import LossSpec
 from mmreg.models.classifier import ModelOutput
+from mmreg.models.interface import check_model, check_output
 from mmreg.train.feature_grads import per_loss_feature_grads
 
 PyTree = Any
@@ -41,6 +42,8 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int
                      ) -> tuple[nnx.GraphDef, TrainState]:
+  """Raises a TypeError if `model` does not follow `mmreg.models.MultimodalModel`."""
+  check_model(model)
   graphdef, params, rest = split_model(model)
   return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
                               opt_state=tx.init(params), key=jax.random.PRNGKey(seed))
@@ -51,6 +54,7 @@ def model_apply(graphdef: nnx.GraphDef, params: PyTree, model_state: PyTree,
   """Run the model functionally; returns its output and its updated non-param state."""
   model = nnx.merge(graphdef, params, model_state)
   output = model(batch)
+  check_output(output, model, batch)
   return output, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
 
 
@@ -66,7 +70,8 @@ def make_train_step(
     post_update: Callable[[PyTree, PyTree, jax.Array], PyTree] | None = None,
     jit: bool = True,
 ) -> Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
-  """Build `step(state, batch) -> (state, metrics)`.
+  """Build `step(state, batch) -> (state, metrics)` for the graph of a model that follows
+  `mmreg.models.MultimodalModel` (its `__call__(batch)` returns a `ModelOutput`).
 
   The total gradient of Σ_name w·L_name goes to `tx.update` as `updates`, with the step's
   side information as extra keyword arguments: `loss_grads` (a `LossGrads` when

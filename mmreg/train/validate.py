@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmreg.data.registry import DATASETS
-from mmreg.models.factory import ENCODERS
+from mmreg.models.factory import CLASSIFIER, ENCODERS, MODELS
 from mmreg.models.fusion import FUSIONS
 from mmreg.train.methods import METHODS
 from mmreg.train.optim import OPTIMIZERS, SCHEDULES
@@ -39,6 +39,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
                       "experiments/configs/default.py")
   _choice(cfg["data"].get("name"), DATASETS, "dataset", "data.name")
   _choice(cfg["method"].get("name"), METHODS, "method", "method.name")
+  _choice(cfg["model"].get("name", CLASSIFIER), MODELS, "model", "model.name")
   _choice(cfg["model"].get("fusion", "concat"), FUSIONS, "fusion", "model.fusion")
   encoders = cfg["model"].get("encoder", "auto")
   for kind in (encoders.values() if isinstance(encoders, Mapping) else [encoders]):
