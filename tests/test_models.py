@@ -1,3 +1,5 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ from flax import nnx
 
 import mmreg
 from mmreg.models import FUSIONS, Conv1DEncoder, Conv2DEncoder, MultimodalClassifier, build_model
-from mmreg.tree import flat_labels
+from mmreg.tree import flat_labels, leaf_paths
 
 
 def _batch(rng, n=5):
@@ -112,3 +114,65 @@ def test_bad_model_inputs(rng):
     MultimodalClassifier({}, 3, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="unknown encoder"):
     build_model({"encoder": "lstm"}, {"a": (3,)}, 2, seed=0)
+
+
+class _Towers(nnx.Module):
+  """Parameters under names the default rule does not know."""
+
+  def __init__(self):
+    rngs = nnx.Rngs(0)
+    self.audio_net = nnx.Sequential(nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 4, rngs=rngs))
+    self.video_net = nnx.Linear(5, 4, rngs=rngs)
+    self.classifier = nnx.Linear(8, 2, rngs=rngs)
+
+
+def _expected_labels(path):
+  """The intended owner of each `_Towers` parameter, written out independently of the rules."""
+  return {"audio_net": "audio", "video_net": "video", "classifier": "head"}[path[0]]
+
+
+def test_param_labels_from_prefix_regex_and_function_rules():
+  model = _Towers()
+  pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  expected = [_expected_labels(p) for p in leaf_paths(pure)]
+  by_prefix = mmreg.param_labels(model, {"audio_net": "audio", "video_net": "video",
+                                         "classifier": "head"})
+  by_regex = mmreg.param_labels(model, {re.compile(r"^audio_"): "audio",
+                                        re.compile(r"^video_"): "video",
+                                        re.compile(r"kernel|bias"): "head"})  # first match wins
+  by_function = mmreg.param_labels(model, _expected_labels)
+  for labels in (by_prefix, by_regex, by_function):
+    assert jax.tree.structure(labels) == jax.tree.structure(pure)
+    assert jax.tree.leaves(labels) == expected
+  assert by_prefix["audio_net"]["layers"][1]["kernel"] == "audio"
+  # A deeper prefix, on a plain parameter pytree and on an nnx.State.
+  deeper = {"audio_net/layers/0": "audio", "audio_net": "fusion", "video_net": "video",
+            "classifier": "head"}
+  tree = mmreg.param_labels(pure, deeper)
+  assert tree["audio_net"]["layers"][0]["bias"] == "audio"
+  assert tree["audio_net"]["layers"][1]["bias"] == "fusion"
+  state_labels = mmreg.param_labels(nnx.state(model, nnx.Param), _expected_labels)
+  assert flat_labels(state_labels, pure) == expected
+  assert flat_labels(mmreg.param_labels(model, _expected_labels, pure=False),
+                     nnx.state(model, nnx.Param)) == expected
+
+
+def test_unlabelled_parameters_are_listed_with_the_fix():
+  model = _Towers()
+  with pytest.raises(ValueError, match=(
+      r"8 parameters have no label: audio_net/layers/0/bias, .*classifier/kernel.*default rule "
+      r"labels only the parts of a MultimodalClassifier.*mmreg.param_labels\(model, "
+      r"\{'audio_net': '<label>', 'classifier': '<label>', 'video_net': '<label>'\}\)")):
+    mmreg.param_labels(model)
+  with pytest.raises(ValueError, match=(
+      r"2 parameters have no label: video_net/bias, video_net/kernel\. Add rules for them, e.g. "
+      r"mmreg.param_labels\(model, \{\*\*rules, 'video_net': '<label>'\}\).*'aux_head'")):
+    mmreg.param_labels(model, {"audio": "x", "audio_net": "audio", "classifier": "head"})
+  with pytest.raises(ValueError, match=r"6 parameters have no label.*returned None"):
+    mmreg.param_labels(model, lambda path: "head" if path[0] == "classifier" else None)
+  with pytest.raises(TypeError, match="rule key 3: use a path prefix string"):
+    mmreg.param_labels(model, {3: "audio"})
+  with pytest.raises(TypeError, match="labels are strings"):
+    mmreg.param_labels(model, {"audio_net": 1})
+  with pytest.raises(TypeError, match="gave 7 for parameter audio_net/layers/0/bias"):
+    mmreg.param_labels(model, lambda path: 7)

@@ -40,7 +40,9 @@ class MultimodalModel(Protocol):
   shared-latent projections (methods and losses that read them then say so). The split between
   `encode` and `from_features` is what lets the per-loss gradient stack pull each loss back
   only through the encoders it reaches. The model must be a `flax.nnx.Module`: the train step
-  splits it into parameters and state.
+  splits it into parameters and state. Optionally, `param_label_rule` (a rule of
+  `mmreg.param_labels`) says which modality or role owns each parameter; the loop needs it
+  for a model other than `MultimodalClassifier`.
   """
 
   modalities: tuple[str, ...]
