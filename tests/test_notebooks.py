@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-  assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"][:len(NOTEBOOKS)]
+  assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"][:len(NOTEBOOKS)]
   assert NOTEBOOKS
 
 
