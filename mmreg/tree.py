@@ -43,7 +43,8 @@ def flat_labels(param_labels: LabelsOrFn, updates: PyTree) -> list[str]:
         f"{len(label_paths)} labelled leaves vs {len(update_paths)} parameter leaves; "
         f"only in labels: {['/'.join(p) for p in only_labels]}, "
         f"only in params: {['/'.join(p) for p in only_updates]}. "
-        "Build the labels with mmreg.param_labels(model) for the same model.")
+        "Build the labels with mmreg.param_labels(model) (or param_labels(model, rule)) for the "
+        "same model.")
   bad = [x for x in label_leaves if not isinstance(x, str)]
   if bad:
     raise TypeError(f"param_labels leaves must be strings, got {type(bad[0]).__name__}")
