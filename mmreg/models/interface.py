@@ -60,8 +60,9 @@ class MultimodalModel(Protocol):
 def check_model(model: Any, batch: Mapping[str, Any] | None = None) -> ModelOutput | None:
   """Raise a TypeError naming what `model` lacks of the `MultimodalModel` interface.
 
-  With a `batch`, also run the model on it abstractly (`jax.eval_shape`, nothing is computed
-  or changed) and check its output with `check_output`; returns that abstract output.
+  With a `batch`, also check that its modalities are the model's (a ValueError otherwise), run
+  the model on it abstractly (`jax.eval_shape`: nothing is computed or changed) and check the
+  output with `check_output`; returns that abstract output.
   """
   name = type(model).__name__
   if not isinstance(model, nnx.Module):
