@@ -226,8 +226,9 @@ def _assert_same(out, ref, what, rtol):
 
 
 @pytest.mark.parametrize("name, options", [
-    # OGM-GE without the GE noise: equal confidences give ρ = 1 and k = 1.
-    ("ogm_ge", (("generalization_enhancement", False),)),
+    # OGM-GE without the GE noise, shifted coefficient: equal confidences give ρ = 1, k = 1
+    # (the authors' coefficient modulates the first modality on a tie, as their code does).
+    ("ogm_ge", (("generalization_enhancement", False), ("coefficient", "shifted"))),
     # RedReg, InfoReg: no strictly dominant modality, nothing is regulated.
     ("redreg", ()), ("redreg_reference", ()), ("inforeg", ()),
     # AGM: equal Shapley scores give r = 0 and k = exp(0) = 1 on the first step.

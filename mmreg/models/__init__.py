@@ -2,6 +2,7 @@
 
 from mmreg.models.classifier import (
     MISSING_MODES,
+    MODALITY_LOGITS,
     ModelOutput,
     MultimodalClassifier,
     mlp_classifier,
@@ -19,6 +20,7 @@ from mmreg.models.fusion import (
     SumFusion,
     make_fusion,
 )
+from mmreg.models.head_slices import concat_head_slices
 from mmreg.models.interface import MultimodalModel, check_model
 from mmreg.models.labels import AUX_HEAD, FUSION, HEAD, PROJECTOR, ROLE_LABELS, param_labels
 from mmreg.models.resnet import BasicBlock, ResNetEncoder
@@ -31,6 +33,7 @@ __all__ = [
     "FUSIONS",
     "HEAD",
     "MISSING_MODES",
+    "MODALITY_LOGITS",
     "PROJECTOR",
     "ROLE_LABELS",
     "AttentionFusion",
@@ -54,6 +57,7 @@ __all__ = [
     "SumFusion",
     "build_model",
     "check_model",
+    "concat_head_slices",
     "make_encoder",
     "make_fusion",
     "mlp_classifier",
