@@ -199,18 +199,6 @@ def test_transform_finite_shapes_dtypes(name, case, seed):
   for out in (first, second):
     assert_like(out, inputs["updates"], name)
     assert_finite(out, f"{name} updates ({family}, {dtype})")
-  if name == "inforeg":
-    # k = +inf is InfoReg's documented "Fisher window not complete yet". The Fisher trace
-    # Σ g² itself exceeds float32 for |g| ≳ 1e19 (huge and mixed inputs): out of its domain,
-    # it saturates to +inf, never NaN, and the updates above stay finite.
-    window_open = state.diagnostics["k"]
-    assert np.all(np.isposinf(np.asarray(window_open))), "k must be +inf before W+1 epochs"
-    state = state._replace(diagnostics={**state.diagnostics, "k": jnp.zeros_like(window_open)})
-    if family in ("huge", "mixed"):
-      for leaf in jax.tree.leaves(state):
-        leaf = np.asarray(leaf, np.float32)
-        assert not np.any(np.isnan(leaf) | np.isneginf(leaf)), f"inforeg state ({family})"
-      return
   assert_finite(state, f"{name} state ({family}, {dtype})")
 
 
