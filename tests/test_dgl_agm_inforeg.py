@@ -1,13 +1,10 @@
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from balance_toys import (
-  SHAPES,
   add,
   flat,
   flat_labels,
   labels,
-  logits_with_confidence,
   loss_grads,
   tree,
 )
@@ -31,47 +28,3 @@ def test_dgl_missing_route_loss(rng):
   tx = mmreg.dgl(labels())
   with pytest.raises(ValueError, match=r"needs the gradients of losses \['b'\]"):
     tx.update(g, tx.init(g), loss_grads=loss_grads({"fused": g, "a": g}))
-
-
-def _shapley_logits(conf):
-  logits, y = logits_with_confidence(conf)
-  return logits, y
-
-
-def test_agm_coefficients_over_two_steps(rng):
-  g = tree(rng)
-  tx = mmreg.agm(labels(), alpha=0.5, momentum=0.9)
-  state = tx.init(g)
-  phi1, y = _shapley_logits([0.6, 0.4])
-  out, state = tx.update(g, state, shapley_logits=phi1, labels=y)
-  for path in SHAPES:  # first step: r̄ = r, k = 1
-    np.testing.assert_allclose(flat(out)[path], flat(g)[path], rtol=1e-6)
-  phi2, _ = _shapley_logits([0.8, 0.3])
-  out, state = tx.update(g, state, shapley_logits=phi2, labels=y)
-  r1 = np.array([0.1, -0.1])
-  r2 = np.array([0.8, 0.3]) - 0.55
-  k = np.exp(0.5 * np.minimum(r1 - r2, 7))
-  for path, lab in flat_labels().items():
-    factor = {"a": k[0], "b": k[1]}.get(lab, 1.0)
-    np.testing.assert_allclose(flat(out)[path], factor * flat(g)[path], rtol=1e-5)
-  np.testing.assert_allclose(state.running, 0.9 * r1 + 0.1 * r2, rtol=1e-5)
-  k_capped, _ = mmreg.agm_coefficients(jnp.asarray([0.0, 0.0]), jnp.asarray([100.0, 0.0]), 1.0)
-  np.testing.assert_allclose(k_capped, [np.exp(7.0), 1.0], rtol=1e-5)
-
-
-def test_agm_computes_shapley_logits_from_logits_fn(rng):
-  g = tree(rng)
-  W = {m: jnp.asarray(rng.normal(size=(5, 3)), jnp.float32) for m in "ab"}
-  inputs = {m: jnp.asarray(rng.normal(size=(4, 5)), jnp.float32) for m in "ab"}
-
-  def logits_fn(batch):  # additive model: φ_m = x_m W_m exactly
-    return sum(jnp.where(batch["present"][m][:, None], batch[m] @ W[m], 0.0) for m in "ab")
-
-  y = jnp.asarray([0, 1, 2, 0])
-  tx = mmreg.agm(labels())
-  _, s1 = tx.update(g, tx.init(g), logits_fn=logits_fn, inputs=inputs, labels=y)
-  phi = {m: inputs[m] @ W[m] for m in "ab"}
-  _, s2 = tx.update(g, tx.init(g), shapley_logits=phi, labels=y)
-  np.testing.assert_allclose(s1.running, s2.running, rtol=1e-5)
-  with pytest.raises(ValueError, match="`logits_fn` extra"):
-    tx.update(g, tx.init(g), labels=y)

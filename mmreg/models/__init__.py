@@ -23,6 +23,7 @@ from mmreg.models.fusion import (
 from mmreg.models.head_slices import concat_head_slices
 from mmreg.models.interface import MultimodalModel, check_model
 from mmreg.models.labels import AUX_HEAD, FUSION, HEAD, PROJECTOR, ROLE_LABELS, param_labels
+from mmreg.models.monomodal import zero_input_shapley_logits
 from mmreg.models.resnet import BasicBlock, ResNetEncoder
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput
 
@@ -63,4 +64,5 @@ __all__ = [
     "mlp_classifier",
     "param_labels",
     "simplex_etf",
+    "zero_input_shapley_logits",
 ]

@@ -14,18 +14,19 @@ from mmreg.models.encoders import MLPEncoder
 from mmreg.models.etf import ETFHead
 from mmreg.models.fusion import make_fusion
 from mmreg.models.head_slices import concat_head_slices
+from mmreg.models.monomodal import zero_input_shapley_logits
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput, frozen_linear
 
 MISSING_MODES = ("zero", "mean", "impute")
-MODALITY_LOGITS = ("aux_heads", "head_slices")
+MODALITY_LOGITS = ("aux_heads", "head_slices", "zero_input_shapley")
 
 
 class ModelOutput(NamedTuple):
   """What a multimodal model returns for a batch.
 
   logits: fused class logits `[B, K]`.
-  modality_logits: `{m: [B, K]}` from each modality's auxiliary head, or the slices of the
-    concat head (`MultimodalClassifier(modality_logits="head_slices")`).
+  modality_logits: `{m: [B, K]}` from each modality's auxiliary head, the slices of the
+    concat head or AGM's mono-modal outputs (`MultimodalClassifier(modality_logits=...)`).
   features: `{m: [B, d_m]}` encoder outputs (after missing-modality filling).
   latents: `{m: [B, latent_dim]}` projections into the shared latent space (not normalised).
   fused: the fused representation `[B, d]` fed to the head (the penultimate features).
@@ -61,8 +62,11 @@ class MultimodalClassifier(nnx.Module):
     modality_logits: where the per-modality logits come from: "aux_heads" (default, one
       linear head per modality) or "head_slices" (z_m = W_m·h_m + b/M, the slices of the
       linear head over concat fusion, `mmreg.models.concat_head_slices`, as OGM-GE's and
-      InfoReg's code compute them; needs fusion="concat" and head="linear"). The auxiliary
-      heads exist in both cases (the shared space uses them).
+      InfoReg's code compute them; needs fusion="concat" and head="linear") or
+      "zero_input_shapley" (AGM's mono-modal outputs, `mmreg.models.zero_input_shapley_logits`:
+      the model is run again with each proper subset of the inputs zeroed, 2^M − 2 more head
+      passes and M encoder passes on zeros; they sum to the fused logits). The auxiliary heads
+      exist in every case (the shared space uses them).
     rngs: parameter initialisation.
 
   Call with a batch `{m: x_m, ..., "present": {m: bool[B]}}` (labels are ignored). With
@@ -127,7 +131,21 @@ class MultimodalClassifier(nnx.Module):
       raise ValueError(
           f"batch modalities {sorted(names)} do not match the model's {sorted(self.modalities)}; "
           "rename the batch keys or build the model with these modalities")
-    return self.from_features(self.encode_batch(batch), batch.get(PRESENT))
+    present = batch.get(PRESENT)
+    encoded = self.encode_batch(batch)
+    output = self.from_features(encoded, present)
+    if self.modality_logits != "zero_input_shapley":
+      return output
+    zeros = {m: self.encode(m, jnp.zeros_like(batch[m])) for m in self.modalities}
+
+    def subset_logits(subset: frozenset[str]) -> jax.Array:
+      if len(subset) == len(self.modalities):
+        return output.logits
+      mixed = {m: encoded[m] if m in subset else zeros[m] for m in self.modalities}
+      return self.from_features(mixed, present).logits
+
+    return output._replace(modality_logits=zero_input_shapley_logits(subset_logits,
+                                                                     self.modalities))
 
   def encode_batch(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
     """Every modality's encoder output (before missing-modality filling)."""
