@@ -37,7 +37,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "joint_with_stack": ("joint", {}),
     "ogm_ge": ("ogm_ge", {}),
     "ogm_ge_no_noise": ("ogm_ge", {"generalization_enhancement": False}),
-    "ogm_ge_reference": ("ogm_ge", {"variant": "reference"}),
+    "ogm_ge_reference": ("ogm_ge", {"modulated": "all"}),
     "inforeg": ("inforeg", {}),
     "agm": ("agm", {}),
     "mmpareto": ("mmpareto", {}),

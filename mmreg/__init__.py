@@ -11,6 +11,7 @@ from mmreg.losses import LossSpec, classification_losses
 from mmreg.models import (
     ModelOutput,
     MultimodalClassifier,
+    concat_head_slices,
     mlp_classifier,
     param_labels,
     simplex_etf,
@@ -26,6 +27,7 @@ __all__ = [
     "ModelOutput",
     "MultimodalClassifier",
     "classification_losses",
+    "concat_head_slices",
     "data",
     "losses",
     "metrics",

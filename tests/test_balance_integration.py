@@ -81,7 +81,7 @@ def test_nnx_optimizer_update_with_extras(name):
 TOY_FACTORIES = {
     "ogm_ge": lambda: mmreg.ogm_ge(labels()),
     "inforeg": lambda: mmreg.inforeg(labels()),
-    "agm": lambda: mmreg.agm(labels()),
+    "agm": lambda: mmreg.agm(labels(), apply_to="encoders"),
     "redreg": lambda: mmreg.redreg(labels(), total_epochs=3, probe_every=0),
     "redreg_reference": lambda: mmreg.redreg(labels(), total_epochs=3, probe_every=0,
                                              variant="reference"),

@@ -1,5 +1,6 @@
 """Losses: classification, the loss spec, and method-specific losses."""
 
+from mmreg.losses.agm import agm_loss_name, agm_losses, agm_score
 from mmreg.losses.classification import cross_entropy, true_class_confidence
 from mmreg.losses.coherence import correlation_coherence, cosine_coherence, mse_coherence
 from mmreg.losses.coherence_recipe import (
@@ -48,6 +49,9 @@ __all__ = [
     "FUSED",
     "LossSpec",
     "LossTerm",
+    "agm_loss_name",
+    "agm_losses",
+    "agm_score",
     "alignment_term",
     "check_temperature",
     "class_means",

@@ -2,6 +2,7 @@
 
 from mmreg.models.classifier import (
     MISSING_MODES,
+    MODALITY_LOGITS,
     ModelOutput,
     MultimodalClassifier,
     mlp_classifier,
@@ -27,8 +28,10 @@ from mmreg.models.fusion import (
     SumFusion,
     make_fusion,
 )
+from mmreg.models.head_slices import concat_head_slices
 from mmreg.models.interface import MultimodalModel, check_model, check_output
 from mmreg.models.labels import AUX_HEAD, FUSION, HEAD, PROJECTOR, ROLE_LABELS, param_labels
+from mmreg.models.monomodal import zero_input_shapley_logits
 from mmreg.models.resnet import BasicBlock, ResNetEncoder
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput
 
@@ -40,6 +43,7 @@ __all__ = [
     "FUSIONS",
     "HEAD",
     "MISSING_MODES",
+    "MODALITY_LOGITS",
     "MODELS",
     "PROJECTOR",
     "ROLE_LABELS",
@@ -65,6 +69,7 @@ __all__ = [
     "build_model",
     "check_model",
     "check_output",
+    "concat_head_slices",
     "make_encoder",
     "make_fusion",
     "mlp_classifier",
@@ -72,4 +77,5 @@ __all__ = [
     "param_labels",
     "register_model",
     "simplex_etf",
+    "zero_input_shapley_logits",
 ]

@@ -13,16 +13,20 @@ from mmreg.data.batch import PRESENT, modality_names
 from mmreg.models.encoders import MLPEncoder
 from mmreg.models.etf import ETFHead
 from mmreg.models.fusion import make_fusion
+from mmreg.models.head_slices import concat_head_slices
+from mmreg.models.monomodal import zero_input_shapley_logits
 from mmreg.models.shared import FeatureMean, SharedSpace, SharedSpaceOutput, frozen_linear
 
 MISSING_MODES = ("zero", "mean", "impute")
+MODALITY_LOGITS = ("aux_heads", "head_slices", "zero_input_shapley")
 
 
 class ModelOutput(NamedTuple):
   """What a multimodal model returns for a batch.
 
   logits: fused class logits `[B, K]`.
-  modality_logits: `{m: [B, K]}` from each modality's auxiliary head.
+  modality_logits: `{m: [B, K]}` from each modality's auxiliary head, the slices of the
+    concat head or AGM's mono-modal outputs (`MultimodalClassifier(modality_logits=...)`).
   features: `{m: [B, d_m]}` encoder outputs (after missing-modality filling).
   latents: `{m: [B, latent_dim]}` projections into the shared latent space (not normalised).
   fused: the fused representation `[B, d]` fed to the head (the penultimate features).
@@ -55,6 +59,14 @@ class MultimodalClassifier(nnx.Module):
     missing: how features of a modality absent for a sample are filled before fusion:
       "zero" (default), "mean" (the `feature_means` buffer, see `set_feature_means`) or
       "impute" (`SharedSpace.impute` from the present modalities' latents).
+    modality_logits: where the per-modality logits come from: "aux_heads" (default, one
+      linear head per modality) or "head_slices" (z_m = W_m·h_m + b/M, the slices of the
+      linear head over concat fusion, `mmreg.models.concat_head_slices`, as OGM-GE's and
+      InfoReg's code compute them; needs fusion="concat" and head="linear") or
+      "zero_input_shapley" (AGM's mono-modal outputs, `mmreg.models.zero_input_shapley_logits`:
+      the model is run again with each proper subset of the inputs zeroed, 2^M − 2 more head
+      passes and M encoder passes on zeros; they sum to the fused logits). The auxiliary heads
+      exist in every case (the shared space uses them).
     rngs: parameter initialisation.
 
   Call with a batch `{m: x_m, ..., "present": {m: bool[B]}}` (labels are ignored). With
@@ -65,13 +77,21 @@ class MultimodalClassifier(nnx.Module):
   def __init__(self, encoders: Mapping[str, nnx.Module], num_classes: int, *,
                fusion: str = "concat", latent_dim: int = 32,
                fusion_options: Mapping[str, Any] | None = None, head: str = "linear",
-               shared_space: bool = False, missing: str = "zero", rngs: nnx.Rngs):
+               shared_space: bool = False, missing: str = "zero",
+               modality_logits: str = "aux_heads", rngs: nnx.Rngs):
     if not encoders:
       raise ValueError("a MultimodalClassifier needs at least one encoder")
     if head not in ("linear", "etf"):
       raise ValueError(f"head={head!r}; use 'linear' or 'etf'")
     if missing not in MISSING_MODES:
       raise ValueError(f"unknown missing-modality fill {missing!r}; valid: {MISSING_MODES}")
+    if modality_logits not in MODALITY_LOGITS:
+      raise ValueError(f"unknown modality_logits {modality_logits!r}; valid: {MODALITY_LOGITS}")
+    if modality_logits == "head_slices" and (fusion != "concat" or head != "linear"):
+      raise ValueError(f"modality_logits='head_slices' slices a linear head over concatenated "
+                       f"features; got fusion={fusion!r}, head={head!r}: use fusion='concat', "
+                       "head='linear', or modality_logits='aux_heads'")
+    self.modality_logits = modality_logits
     self.modalities = tuple(encoders)
     self.num_classes = num_classes
     dims = {m: int(enc.out_features) for m, enc in encoders.items()}
@@ -111,7 +131,21 @@ class MultimodalClassifier(nnx.Module):
       raise ValueError(
           f"batch modalities {sorted(names)} do not match the model's {sorted(self.modalities)}; "
           "rename the batch keys or build the model with these modalities")
-    return self.from_features(self.encode_batch(batch), batch.get(PRESENT))
+    present = batch.get(PRESENT)
+    encoded = self.encode_batch(batch)
+    output = self.from_features(encoded, present)
+    if self.modality_logits != "zero_input_shapley":
+      return output
+    zeros = {m: self.encode(m, jnp.zeros_like(batch[m])) for m in self.modalities}
+
+    def subset_logits(subset: frozenset[str]) -> jax.Array:
+      if len(subset) == len(self.modalities):
+        return output.logits
+      mixed = {m: encoded[m] if m in subset else zeros[m] for m in self.modalities}
+      return self.from_features(mixed, present).logits
+
+    return output._replace(modality_logits=zero_input_shapley_logits(subset_logits,
+                                                                     self.modalities))
 
   def encode_batch(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
     """Every modality's encoder output (before missing-modality filling)."""
@@ -137,7 +171,11 @@ class MultimodalClassifier(nnx.Module):
       features[m] = h
     fused = self.fusion(features, present if self.missing == "zero" else None)
     logits = fused if self.head is None else self.head(fused)
-    modality_logits = {m: self.aux_heads[m](features[m]) for m in self.modalities}
+    if self.modality_logits == "head_slices":
+      modality_logits = concat_head_slices(self.head.kernel[...], self.head.bias[...], features,
+                                           self.fusion.modalities)
+    else:
+      modality_logits = {m: self.aux_heads[m](features[m]) for m in self.modalities}
     latents = {m: self.projectors[m](features[m]) for m in self.modalities}
     return ModelOutput(logits, modality_logits, features, latents, fused, shared)
 
@@ -145,10 +183,12 @@ class MultimodalClassifier(nnx.Module):
 def mlp_classifier(input_dims: Mapping[str, int], num_classes: int, *, hidden: tuple[int, ...] = (
     128,), feature_dim: int = 64, fusion: str = "concat", latent_dim: int = 32, seed: int = 0,
                    fusion_options: Mapping[str, Any] | None = None, head: str = "linear",
-                   shared_space: bool = False, missing: str = "zero") -> MultimodalClassifier:
+                   shared_space: bool = False, missing: str = "zero",
+                   modality_logits: str = "aux_heads") -> MultimodalClassifier:
   """A classifier with one MLP encoder per modality of flat features `{m: d_in}`."""
   rngs = nnx.Rngs(seed)
   encoders = {m: MLPEncoder(d, feature_dim, hidden, rngs=rngs) for m, d in input_dims.items()}
   return MultimodalClassifier(encoders, num_classes, fusion=fusion, latent_dim=latent_dim,
                               fusion_options=fusion_options, head=head,
-                              shared_space=shared_space, missing=missing, rngs=rngs)
+                              shared_space=shared_space, missing=missing,
+                              modality_logits=modality_logits, rngs=rngs)

@@ -46,8 +46,8 @@ def make_encoder(kind: str, input_shape: tuple[int, ...], cfg: Mapping[str, Any]
 def build_model(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ...]],
                 num_classes: int, seed: int) -> MultimodalClassifier:
   """Model config keys: encoder (or a per-modality dict), hidden, feature_dim, channels,
-  fusion, fusion_options, latent_dim, shared_space, missing; for `resnet`: width, blocks,
-  downsample, norm."""
+  fusion, fusion_options, latent_dim, shared_space, missing, modality_logits ("aux_heads" or
+  "head_slices"); for `resnet`: width, blocks, downsample, norm."""
   rngs = nnx.Rngs(seed)
   kinds = cfg.get("encoder", "auto")
   encoders = {m: make_encoder(kinds.get(m, "auto") if isinstance(kinds, Mapping) else kinds,
@@ -58,6 +58,7 @@ def build_model(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ..
                               fusion_options=dict(cfg.get("fusion_options", {})),
                               shared_space=bool(cfg.get("shared_space", False)),
                               missing=cfg.get("missing", "zero"),
+                              modality_logits=cfg.get("modality_logits", "aux_heads"),
                               head=cfg.get("head", "linear"), rngs=rngs)
 
 

@@ -17,6 +17,8 @@ from mmreg.monitors.dominance import Dominance, dominance, modality_confidence
 from mmreg.monitors.fisher import (
     FisherWindow,
     FisherWindowState,
+    fisher_window_add,
+    fisher_window_advance,
     fisher_window_init,
     fisher_window_signal,
     fisher_window_update,
@@ -48,6 +50,8 @@ __all__ = [
     "cross_modal_similarity",
     "dominance",
     "ema_centres",
+    "fisher_window_add",
+    "fisher_window_advance",
     "fisher_window_init",
     "fisher_window_signal",
     "fisher_window_update",

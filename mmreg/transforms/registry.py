@@ -40,6 +40,13 @@ def _redreg_reference(param_labels: Any, modalities: tuple[str, ...], **options)
   return redreg(param_labels, modalities=modalities, variant="reference", **options)
 
 
+def _agm(param_labels: Any, modalities: tuple[str, ...], **options: Any) -> Any:
+  # The loop's classification loss spec has no mono-modal split (`mmreg.losses.agm_losses`), so
+  # configs run AGM's per-encoder application unless they ask for another.
+  options.setdefault("apply_to", "encoders")
+  return agm(param_labels, modalities=modalities, **options)
+
+
 def _spa_proj(param_labels: Any, modalities: tuple[str, ...], **options: Any
               ) -> Any:
   del modalities
@@ -61,7 +68,7 @@ def _spa_slerp_post(param_labels: Any, *, total_epochs: int, momentum: float = 0
 
 register_method("ogm_ge", _with_modalities(ogm_ge))
 register_method("inforeg", _with_modalities(inforeg))
-register_method("agm", _with_modalities(agm))
+register_method("agm", _agm)
 register_method("redreg", _with_modalities(redreg), needs_loss_grads=True,
                 loss_grads_over="encoders", needs_total_epochs=True)
 register_method("redreg_reference", _redreg_reference, needs_total_epochs=True)
