@@ -15,6 +15,7 @@ from mmreg.models import (
     param_labels,
     simplex_etf,
 )
+from mmreg.train.loss_methods import gblending, pmr
 from mmreg.transforms import *  # noqa: F403
 from mmreg.transforms import __all__ as _transforms_all
 
@@ -27,6 +28,7 @@ __all__ = [
     "MultimodalClassifier",
     "classification_losses",
     "data",
+    "gblending",
     "losses",
     "metrics",
     "mlp_classifier",
@@ -34,6 +36,7 @@ __all__ = [
     "monitors",
     "param_labels",
     "per_loss_grads",
+    "pmr",
     "simplex_etf",
     "train",
     "transforms",
