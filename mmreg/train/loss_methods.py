@@ -112,8 +112,9 @@ def pmr(alpha: float = 1.0, momentum: float = 0.2, prototype_fraction: float = 0
   epochs `start_epoch ≤ epoch ≤ end_epoch` (:156). At the start of each epoch the prototypes
   are the class means of the encoder features over the first max(1, ⌊n·prototype_fraction⌋)
   of the n batches of a shuffled pass over the train split (:405-433; the code's
-  `all_num // 10`), blended with the previous ones, c ← (1 − momentum)·mean + momentum·c, from
-  epoch 2 on (:435-440: the prototypes for epochs 0 and 1 are plain means, :535-557).
+  `all_num // 10`; mmreg reads them in the epoch's own training order), blended with the
+  previous ones, c ← (1 − momentum)·mean + momentum·c, from epoch 2 on (:435-440: the
+  prototypes for epochs 0 and 1 are plain means, :535-557).
 
   Defaults: alpha = 1.0 (:49), momentum = 0.2 (:39), start/end epoch 0/100 (:47-48). A class
   absent from the pass keeps its previous prototype (zeros at first); the code divides 0/0.
