@@ -41,18 +41,26 @@ from mmreg.data import (
 )
 from mmreg.data.dataset import MultimodalDataset, Splits
 from mmreg.data.registry import load_dataset
-from mmreg.losses import LossSpec, classification_losses, gblending_weights, pmr_loss
-from mmreg.losses.pmr import class_prototypes
+from mmreg.losses import classification_losses
 from mmreg.metrics import accuracy, macro_f1, modality_subsets, shapley_values, with_subset
 from mmreg.models import build_model
-from mmreg.train import build_method, get_method, init_train_state, make_predict, make_train_step
+from mmreg.train import (
+  EpochContext,
+  build_loss_method,
+  build_method,
+  get_method,
+  init_train_state,
+  make_predict,
+  make_train_step,
+)
 from mmreg.train.diagnostics import find_diagnostics
 from mmreg.train.results import mean_ci, write_json
 
-TRANSFORM_METHODS = ("joint", "ogm_ge", "inforeg", "agm", "mmpareto", "pcgrad", "mgda", "dgl",
-                     "redreg", "redreg_reference")
-LOSS_METHODS = ("pmr", "gblending")
-ALL_METHODS = ("unimodal", *TRANSFORM_METHODS, *LOSS_METHODS)
+# Registered methods (mmreg.train.METHODS) compared here, plus "unimodal" (joint training of
+# each modality alone).
+REGISTERED_METHODS = ("joint", "ogm_ge", "inforeg", "agm", "mmpareto", "pcgrad", "mgda", "dgl",
+                      "redreg", "redreg_reference", "pmr", "gblending")
+ALL_METHODS = ("unimodal", *REGISTERED_METHODS)
 DEFAULT_DATASETS = ("mfeat:pix+mor", "mfeat:fac+zer", "competition:3", "competition:6")
 
 
@@ -98,36 +106,11 @@ def gather(predict, params, model_state, data: MultimodalDataset, subset=None
   return {"logits": np.concatenate(logits), **{m: np.concatenate(v) for m, v in mod.items()}}
 
 
-def losses_on(predict, params, model_state, data, spec: LossSpec) -> dict[str, float]:
-  """Mean of each named loss over a split (for G-Blending)."""
-  from mmreg.losses import cross_entropy
-  out = gather(predict, params, model_state, data)
-  y = jnp.asarray(data.labels)
-  values = {"fused": float(cross_entropy(jnp.asarray(out["logits"]), y))}
-  values.update({m: float(cross_entropy(jnp.asarray(out[m]), y)) for m in data.modalities})
-  return {k: v for k, v in values.items() if k in spec.names}
-
-
-def pmr_step(graphdef, spec: LossSpec, tx, modalities, alpha: float = 1.0):
-  """Train step with L = classification + L_PMR(prototypes), prototypes as an argument."""
-  from mmreg.train.step import model_apply
-
-  def step(state, batch, prototypes):
-    def loss_fn(params):
-      out, new_state = model_apply(graphdef, params, state.model_state, batch)
-      total = spec.total(spec(out, batch)) + pmr_loss(out.features, batch["label"], prototypes,
-                                            modalities, alpha)
-      return total, new_state
-    (total, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         model_state=new_state, opt_state=opt_state), {"loss/total": total}
-
-  return jax.jit(step, donate_argnums=0)
-
-
 class Trainer:
-  """One (method, dataset) pair: builds and compiles the step once, trains every seed."""
+  """One (method, dataset) pair: builds and compiles the step once, trains every seed.
+
+  A loss-side method (PMR, G-Blending) keeps its epoch-level state in `TrainState.loss_state`,
+  updated at the start of every epoch (`mmreg.train.loss_methods`)."""
 
   def __init__(self, method: str, splits: Splits, modalities: tuple[str, ...], args):
     self.method, self.args, self.modalities = method, args, modalities
@@ -135,82 +118,56 @@ class Trainer:
     self.spe = len(self.splits.train) // args.batch_size
     model = self.build_model(0)
     self.spec = classification_losses(modalities)
-    name = "joint" if method in ("unimodal", *LOSS_METHODS) else method
-    self.needs_stack = get_method(name).needs_loss_grads
-    self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities,
-                                       method_options(name, args.epochs)),
-                          optax.sgd(args.lr, momentum=0.9))
+    name = "joint" if method == "unimodal" else method
+    options = method_options(name, args.epochs)
+    self.optimizer = optax.sgd(args.lr, momentum=0.9)
+    self.loss_method = build_loss_method(name, options)
+    self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities, options),
+                          self.optimizer)
     graphdef, _ = init_train_state(model, self.tx, 0)
     self.graphdef = graphdef
     self.predict = make_predict(graphdef)
-    self.steps: dict[str, Any] = {}
-    self.warm: set[int] = set()
+    self.step = make_train_step(graphdef, self.spec, self.tx, steps_per_epoch=self.spe,
+                                with_loss_grads=get_method(name).needs_loss_grads,
+                                loss_method=self.loss_method)
+    self.warm = False
 
   def build_model(self, seed: int):
     shapes = {m: self.splits.train.input_shapes[m] for m in self.modalities}
     return build_model({"encoder": self.args.encoder, "hidden": (64,), "feature_dim": 32},
                        shapes, self.splits.train.num_classes, seed)
 
-  def step_for(self, spec: LossSpec):
-    key = repr(sorted(spec.weights.items()))
-    if key not in self.steps:
-      self.steps[key] = make_train_step(self.graphdef, spec, self.tx, steps_per_epoch=self.spe,
-                                        with_loss_grads=self.needs_stack)
-    return self.steps[key]
+  def context(self, state, seed: int, epoch: int) -> EpochContext:
+    return EpochContext(self.graphdef, state.params, state.model_state, self.splits.train,
+                        self.splits.val, self.spec, self.optimizer, self.args.batch_size, seed,
+                        epoch)
 
   def train(self, seed: int) -> dict[str, Any]:
     args, data = self.args, self.splits
     _, state = init_train_state(self.build_model(seed), self.tx, seed)
-    spec = self.spec
-    step = self.step_for(spec) if self.method != "pmr" else None
-    if self.method == "pmr":
-      step = self.steps.setdefault("pmr", pmr_step(self.graphdef, spec, self.tx, self.modalities))
+    if self.loss_method is not None:
+      state = state.replace(loss_state=self.loss_method.init(self.context(state, seed, 0)))
     best = (-1.0, state.params)
     epoch_times, trace = [], []
-    gb_start = None
     for epoch in range(args.epochs):
-      if self.method == "gblending" and epoch == 0:
-        gb_start = self._split_losses(state, spec)
-      if self.method == "gblending" and epoch == max(1, args.epochs // 3):
-        end = self._split_losses(state, spec)
-        weights = gblending_weights(gb_start["train"], end["train"], gb_start["val"], end["val"])
-        total = sum(weights.values())
-        spec = spec.reweighted({k: len(weights) * v / total for k, v in weights.items()})
-        step = self.step_for(spec)
-      protos = None
-      if self.method == "pmr":
-        feats = self._features(state, data.train)
-        protos = {m: jnp.asarray(class_prototypes(feats[m], data.train.labels,
-                                                  data.train.num_classes))
-                  for m in self.modalities}
+      if self.loss_method is not None:
+        state = state.replace(loss_state=self.loss_method.update(
+            state.loss_state, self.context(state, seed, epoch)))
       t0 = time.perf_counter()
       for batch in iterate_batches(data.train, args.batch_size, seed=seed, epoch=epoch):
-        state, metrics = step(state, batch, protos) if protos is not None else step(state, batch)
+        state, metrics = self.step(state, batch)
         if self.method.startswith("redreg") and seed == args.seeds[0]:
           d = find_diagnostics(state.opt_state)
           trace.append({k: np.asarray(d[k]).tolist() for k in ("r", "gate", "beta", "dominant")})
       jax.block_until_ready(metrics)
-      if id(step) in self.warm:  # epochs that compiled the step are not timed
+      if self.warm:  # the epoch that compiled the step is not timed
         epoch_times.append((time.perf_counter() - t0) / self.spe)
-      self.warm.add(id(step))
+      self.warm = True
       val = gather(self.predict, state.params, state.model_state, data.val)
       val_acc = accuracy(data.val.labels, val["logits"].argmax(-1))
       if val_acc > best[0]:
         best = (val_acc, jax.tree.map(jnp.copy, state.params))
     return self._evaluate(best[1], state.model_state, epoch_times, trace)
-
-  def _features(self, state, data):
-    from mmreg.train.step import model_apply
-    feats = {m: [] for m in self.modalities}
-    for batch, valid in eval_batches(data, 512):
-      out, _ = model_apply(self.graphdef, state.params, state.model_state, batch)
-      for m in self.modalities:
-        feats[m].append(np.asarray(out.features[m])[valid])
-    return {m: np.concatenate(v) for m, v in feats.items()}
-
-  def _split_losses(self, state, spec):
-    return {s: losses_on(self.predict, state.params, state.model_state, getattr(self.splits, s),
-                         spec) for s in ("train", "val")}
 
   def _evaluate(self, params, model_state, epoch_times, trace) -> dict[str, Any]:
     test = self.splits.test

@@ -16,6 +16,7 @@ from mmreg.models import (
     param_labels,
     simplex_etf,
 )
+from mmreg.train.loss_methods import gblending, pmr
 from mmreg.transforms import *  # noqa: F403
 from mmreg.transforms import __all__ as _transforms_all
 
@@ -29,6 +30,7 @@ __all__ = [
     "classification_losses",
     "concat_head_slices",
     "data",
+    "gblending",
     "losses",
     "metrics",
     "mlp_classifier",
@@ -36,6 +38,7 @@ __all__ = [
     "monitors",
     "param_labels",
     "per_loss_grads",
+    "pmr",
     "simplex_etf",
     "train",
     "transforms",

@@ -25,14 +25,7 @@ from mmreg.losses.evidential import (
 )
 from mmreg.losses.gblending import gblending_weights
 from mmreg.losses.geometry import cosine_similarity, cosine_similarity_matrix, l2_normalize
-from mmreg.losses.pmr import (
-    class_prototypes,
-    distance_logits,
-    pmr_coefficients,
-    pmr_loss,
-    pmr_term,
-    update_prototypes,
-)
+from mmreg.losses.pmr import class_prototypes, distance_logits, pmr_coefficients, pmr_loss
 from mmreg.losses.prototypes import class_means, prototype_init, prototype_logits, prototype_loss
 from mmreg.losses.spa_reg import spa_reg_loss
 from mmreg.losses.spec import (
@@ -84,7 +77,6 @@ __all__ = [
     "mse_coherence",
     "pmr_coefficients",
     "pmr_loss",
-    "pmr_term",
     "prototype_init",
     "prototype_logits",
     "prototype_loss",
@@ -93,5 +85,4 @@ __all__ = [
     "spa_reg_loss",
     "true_class_confidence",
     "unimodal_ce",
-    "update_prototypes",
 ]

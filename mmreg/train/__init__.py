@@ -2,10 +2,19 @@
 
 from mmreg.train.checkpoint import Checkpointer, CheckpointError
 from mmreg.train.feature_grads import per_loss_feature_grads
+from mmreg.train.loss_methods import (
+    EpochContext,
+    GBlendingState,
+    LossMethod,
+    PMRState,
+    gblending,
+    pmr,
+)
 from mmreg.train.methods import (
     LOSS_GRADS_SCOPES,
     METHODS,
     Method,
+    build_loss_method,
     build_method,
     build_post_update,
     get_method,
@@ -27,10 +36,16 @@ __all__ = [
     "METHODS",
     "CheckpointError",
     "Checkpointer",
+    "EpochContext",
+    "GBlendingState",
+    "LossMethod",
     "Method",
+    "PMRState",
     "TrainState",
+    "build_loss_method",
     "build_method",
     "build_post_update",
+    "gblending",
     "get_method",
     "init_train_state",
     "learning_rate_schedule",
@@ -40,6 +55,7 @@ __all__ = [
     "make_train_step",
     "model_apply",
     "per_loss_feature_grads",
+    "pmr",
     "register_method",
     "split_model",
 ]

@@ -24,7 +24,14 @@ from mmreg.models.labels import param_labels
 from mmreg.train.checkpoint import Checkpointer
 from mmreg.train.diagnostics import find_diagnostics
 from mmreg.train.evaluate import evaluate
-from mmreg.train.methods import build_method, build_post_update, get_method, loss_grads_mask
+from mmreg.train.loss_methods import EpochContext
+from mmreg.train.methods import (
+    build_loss_method,
+    build_method,
+    build_post_update,
+    get_method,
+    loss_grads_mask,
+)
 from mmreg.train.optim import make_optimizer
 from mmreg.train.provenance import provenance
 from mmreg.train.results import append_jsonl, plot_curves, read_jsonl, truncate_jsonl, write_json
@@ -134,18 +141,29 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
   method_tx = build_method(cfg["method"]["name"], labels, modalities, options,
                            total_epochs=epochs)
   post_update = build_post_update(cfg["method"]["name"], labels, options, total_epochs=epochs)
+  loss_method = build_loss_method(cfg["method"]["name"], options)
   tx = optax.chain(method_tx, make_optimizer(cfg["optim"], spe, epochs))
   skip_nonfinite = int(train_cfg.get("skip_nonfinite", 0))
   if skip_nonfinite:
     tx = optax.apply_if_finite(tx, skip_nonfinite)
   graphdef, state = init_train_state(model, tx, seed)
+  # A loss-side method's probes train with the run's optimizer at its base rate.
+  probe_optimizer = make_optimizer({**cfg["optim"], "schedule": "constant"}, spe, epochs)
+
+  def epoch_context(train_state: Any, epoch: int) -> EpochContext:
+    params, model_state = runtime.local((train_state.params, train_state.model_state))
+    return EpochContext(graphdef, params, model_state, splits.train, splits.val, loss_spec,
+                        probe_optimizer, batch_size, seed, epoch)
+
+  if loss_method is not None:
+    state = state.replace(loss_state=loss_method.init(epoch_context(state, 0)))
   by_features = method.loss_grads_over == "features"
   train_step, state = runtime.distribute(
       make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
                       with_loss_grads=method.needs_loss_grads and not by_features,
                       with_feature_grads=method.needs_loss_grads and by_features,
                       loss_grads_mask=loss_grads_mask(labels, method.loss_grads_over),
-                      post_update=post_update, jit=False), state)
+                      post_update=post_update, loss_method=loss_method, jit=False), state)
   predict = make_predict(graphdef)
 
   resumed = bool(broadcast_from_process_0(claim_workdir(workdir, cfg) if runtime.is_writer
@@ -177,6 +195,11 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
   stopped = False
   for epoch in range(int(meta["epoch"]), epochs):
     start = int(meta["batch"]) if epoch == int(meta["epoch"]) else 0
+    if loss_method is not None and start == 0:
+      loss_state = loss_method.update(runtime.local(tracked["train"].loss_state),
+                                      epoch_context(tracked["train"], epoch))
+      tracked["train"] = tracked["train"].replace(
+          loss_state=loss_state if runtime.plan is None else runtime.plan.place(loss_state))
     for b, batch in enumerate(runtime.batches(splits.train, batch_size, seed=seed, epoch=epoch,
                                               start=start), start=start):
       tracked["train"], metrics = train_step(tracked["train"], batch)

@@ -14,6 +14,7 @@ from mmreg.models.labels import FUSION, HEAD, ROLE_LABELS
 Builder = Callable[..., optax.GradientTransformationExtraArgs]
 PostUpdate = Callable[[Any, Any, Any], Any]
 PostUpdateBuilder = Callable[..., PostUpdate]
+LossMethodBuilder = Callable[..., Any]  # (**options) -> mmreg.train.loss_methods.LossMethod
 
 
 LOSS_GRADS_SCOPES = ("all", "encoders", "fusion_head", "features")
@@ -28,13 +29,16 @@ class Method:
   and optionally a step run after `optax.apply_updates`, built from
   `(param_labels, total_epochs=, **options)` as `hook(params, opt_state, epoch) -> params`.
   `needs_total_epochs`: the builder takes the run's length as the `total_epochs` option
-  (schedules over training)."""
+  (schedules over training). `loss_method`: for loss-side methods, builds from `**options`
+  the `LossMethod` whose epoch-level state the loop keeps in `TrainState.loss_state`
+  (`mmreg.train.loss_methods`)."""
 
   build: Builder
   needs_loss_grads: bool = False
   post_update: PostUpdateBuilder | None = None
   loss_grads_over: str | tuple[str, ...] = "all"
   needs_total_epochs: bool = False
+  loss_method: LossMethodBuilder | None = None
 
 
 def _joint(param_labels: Any, modalities: tuple[str, ...]) -> optax.GradientTransformation:
@@ -48,10 +52,11 @@ METHODS: dict[str, Method] = {"joint": Method(_joint)}
 def register_method(name: str, build: Builder, *, needs_loss_grads: bool = False,
                     post_update: PostUpdateBuilder | None = None,
                     loss_grads_over: str | tuple[str, ...] = "all",
-                    needs_total_epochs: bool = False) -> None:
+                    needs_total_epochs: bool = False,
+                    loss_method: LossMethodBuilder | None = None) -> None:
   loss_grads_mask({}, loss_grads_over)  # validates the scope
   METHODS[name] = Method(build, needs_loss_grads, post_update, loss_grads_over,
-                         needs_total_epochs)
+                         needs_total_epochs, loss_method)
 
 
 def loss_grads_mask(param_labels: Any, over: str | Sequence[str]) -> Any:
@@ -103,5 +108,17 @@ def build_post_update(name: str, param_labels: Any, options: Mapping[str, Any] |
   options = dict(options or {})
   try:
     return builder(param_labels, total_epochs=total_epochs, **options)
+  except TypeError as e:
+    raise ValueError(f"bad options {options} for method {name!r}: {e}") from e
+
+
+def build_loss_method(name: str, options: Mapping[str, Any] | None = None) -> Any:
+  """The method's `LossMethod` (loss-side methods), or None for the others."""
+  builder = get_method(name).loss_method
+  if builder is None:
+    return None
+  options = dict(options or {})
+  try:
+    return builder(**options)
   except TypeError as e:
     raise ValueError(f"bad options {options} for method {name!r}: {e}") from e

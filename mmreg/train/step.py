@@ -23,13 +23,16 @@ PyTree = Any
 @struct.dataclass
 class TrainState:
   """Everything a step changes: step count, parameters (a plain nested dict), the rest of
-  the model state, optimizer state and the PRNG key (raw uint32 key data)."""
+  the model state, optimizer state and the PRNG key (raw uint32 key data); and the
+  epoch-level state of a loss-side method (`mmreg.train.loss_methods`), which the step reads
+  and its epoch-boundary update replaces (None without one)."""
 
   step: jax.Array
   params: PyTree
   model_state: PyTree
   opt_state: PyTree
   key: jax.Array
+  loss_state: PyTree = None
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
@@ -68,6 +71,7 @@ def make_train_step(
     loss_grads_mask: PyTree | None = None,
     with_feature_grads: bool = False,
     post_update: Callable[[PyTree, PyTree, jax.Array], PyTree] | None = None,
+    loss_method: Any = None,
     jit: bool = True,
 ) -> Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
   """Build `step(state, batch) -> (state, metrics)` for the graph of a model that follows
@@ -80,7 +84,9 @@ def make_train_step(
   `encode_fn` (`(modality, x) -> features` at the current parameters, no gradient),
   `logits_fn` (`batch -> fused logits` at the current parameters, no gradient), `key` and
   `epoch`. `post_update(params, opt_state, epoch)`, if given, runs after
-  `optax.apply_updates` (e.g. `mmreg.spa_slerp_hook`).
+  `optax.apply_updates` (e.g. `mmreg.spa_slerp_hook`). `loss_method` (a
+  `mmreg.train.loss_methods.LossMethod`) trains `loss_method.loss_spec(loss_spec,
+  state.loss_state)` instead of `loss_spec`: its epoch-level state is a step argument.
 
   Memory of the per-loss stack: `loss_grads_mask` (a bool tree shaped like the params, e.g.
   `mmreg.train.loss_grads_mask(param_labels, "encoders")`) computes the stack only over the
@@ -93,29 +99,32 @@ def make_train_step(
     raise ValueError("with_feature_grads replaces the parameter stack: pass either "
                      "with_loss_grads or with_feature_grads, not both")
 
-  def losses_fn(params, model_state, batch):
-    output, new_state = model_apply(graphdef, params, model_state, batch)
-    return loss_spec(output, batch), (output, new_state)
-
   def step(state: TrainState, batch: Mapping[str, Any]):
+    spec = (loss_spec if loss_method is None
+            else loss_method.loss_spec(loss_spec, state.loss_state))
+
+    def losses_fn(params, model_state, batch):
+      output, new_state = model_apply(graphdef, params, model_state, batch)
+      return spec(output, batch), (output, new_state)
+
     key, tx_key = jax.random.split(state.key)
     epoch = state.step // steps_per_epoch
     feature_grads = features_vjp = loss_grads = None
     if with_feature_grads:
       losses, grads, feature_grads, features_vjp, (output, new_model_state) = (
-          per_loss_feature_grads(graphdef, loss_spec, state.params, state.model_state, batch))
+          per_loss_feature_grads(graphdef, spec, state.params, state.model_state, batch))
     elif with_loss_grads and loss_grads_mask is not None:
       losses, grads, loss_grads, (output, new_model_state) = per_loss_grads_over(
-          losses_fn, state.params, loss_grads_mask, loss_spec.weights, state.model_state, batch,
+          losses_fn, state.params, loss_grads_mask, spec.weights, state.model_state, batch,
           has_aux=True)
     elif with_loss_grads:
       losses, loss_grads, (output, new_model_state) = per_loss_grads(
           losses_fn, state.params, state.model_state, batch, has_aux=True)
-      grads = loss_grads.weighted_sum(loss_spec.weights)
+      grads = loss_grads.weighted_sum(spec.weights)
     else:
       def total_fn(params):
         losses, aux = losses_fn(params, state.model_state, batch)
-        return loss_spec.total(losses), (losses, aux)
+        return spec.total(losses), (losses, aux)
       (_, (losses, (output, new_model_state))), grads = jax.value_and_grad(
           total_fn, has_aux=True)(state.params)
 
@@ -150,7 +159,7 @@ def make_train_step(
     if post_update is not None:
       params = post_update(params, opt_state, epoch)
     metrics = {f"loss/{n}": v for n, v in losses.items()}
-    metrics["loss/total"] = loss_spec.total(losses)
+    metrics["loss/total"] = spec.total(losses)
     metrics["grad_norm"] = optax.global_norm(grads)
     metrics["update_norm"] = optax.global_norm(updates)
     new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,

@@ -1,7 +1,7 @@
 """Registers every balancing transform in `mmreg.train.methods` by name.
 
-Builders take `(param_labels, modalities, **options)`. PMR and G-Blending are loss-side
-(`mmreg.losses`) and are run by the experiment modules, not registered here.
+Builders take `(param_labels, modalities, **options)`. The loss-side PMR and G-Blending are
+registered in `mmreg.train.loss_methods`.
 """
 
 from __future__ import annotations
