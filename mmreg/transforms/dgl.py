@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from mmreg.losses.spec import FUSED
 from mmreg.models.labels import FUSION, HEAD
-from mmreg.transforms._common import check_loss_stack, leaves, resolve_labels, unflatten_like
+from mmreg.transforms._common import check_loss_stack, resolve_labels, stack_rows
+from mmreg.transforms._stack import check_param_labels, check_rows_match
 
 
 class DGLState(NamedTuple):
@@ -36,8 +38,10 @@ def dgl(param_labels: Any, *, modalities: Sequence[str] | None = None,
       `{"fusion": (fused,), "head": (fused,)}`.
     loss_weights: w_n (default 1).
 
-  Extras used: `loss_grads`.
+  Extras used: `loss_grads`. On routed leaves the stack covers the output depends on
+  `loss_grads` only (see `mmreg.transforms._stack`); other leaves keep `updates`.
   """
+  check_param_labels(param_labels, "dgl", required=True)
 
   def table(mods: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     if routes is not None:
@@ -56,13 +60,15 @@ def dgl(param_labels: Any, *, modalities: Sequence[str] | None = None,
     loss_grads = extra.get("loss_grads")
     check_loss_stack(loss_grads, needed, "dgl")
     weights = loss_weights or {}
-    grad_leaves = leaves(loss_grads.grads)
-    out = []
-    for j, (g, lab) in enumerate(zip(leaves(updates), labels, strict=True)):
-      if lab in route:
-        g = sum((weights.get(n, 1.0) * grad_leaves[j][loss_grads.index(n)]
-                 for n in route[lab]), jnp.zeros_like(g)).astype(g.dtype)
-      out.append(g)
-    return unflatten_like(updates, out), state
+    coefficients = {lab: jnp.asarray([weights.get(n, 1.0) if n in names else 0.0
+                                      for n in loss_grads.names], jnp.float32)
+                    for lab, names in route.items()}
+    rows = stack_rows(loss_grads, loss_grads.names)
+    check_rows_match(updates, rows, "dgl")
+    flat, treedef = jax.tree.flatten(updates)
+    out = [u if r is None or lab not in route
+           else jnp.tensordot(coefficients[lab].astype(r.dtype), r, axes=1).astype(u.dtype)
+           for u, r, lab in zip(flat, rows, labels, strict=True)]
+    return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
