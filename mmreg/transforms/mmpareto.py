@@ -16,8 +16,9 @@ the origin (Pareto-stationary) and the computed g̃ is round-off, which the auth
 would blow up to ‖g_sum‖ in an arbitrary direction (or to inf/NaN when it is exactly 0). A block
 whose ‖w_1 g_mm + w_2 g_uni‖ is at most `stationary_tol`·(w_1‖g_mm‖ + w_2‖g_uni‖) gets 0.
 
-Cost: one power-of-two scale for the whole stack, one L×L Gram matrix per leaf (all the dot
-products in one pass), one pass over the two rows that form g̃.
+Cost: one L×L Gram matrix per leaf (all the dot products in one pass), one pass over the two
+rows that form g̃. Only when the Gram matrices leave float32's safe range (|g| ≳ 1e15 or
+≲ 1e-9) is the whole stack divided by one power of two first.
 """
 
 from __future__ import annotations
@@ -88,39 +89,57 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     blocks = {m: [j for j, lab in enumerate(labels) if lab == m and rows[j] is not None]
               for m in mods}
     used = [j for idx in blocks.values() for j in idx]
-    # One power of two s for the whole stack (exact division): weights and norm ratios are
-    # scale-free, and no ‖g‖² overflows or underflows.
-    s = common_scale([rows[j] for j in used]) if used else jnp.ones((), jnp.float32)
     L = loss_grads.num_losses
-    scaled = {j: rows[j].reshape(L, -1).astype(jnp.float32) / s for j in used}
-    grams = {j: f @ f.T for j, f in scaled.items()}
     i_mm = loss_grads.index(fused_loss)
-    cosines, weights, stationary = [], [], []
-    for m in mods:
-      idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
-      total = [grams[j] for j in idx] or [jnp.zeros((L, L), jnp.float32)]
-      block = sum(total[1:], total[0])
-      a, b, c = block[i_mm, i_mm], block[i_uni, i_uni], block[i_mm, i_uni]
-      norms = jnp.sqrt(a * b)
-      cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
-      w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
-      new = {j: 2.0 * (w1 * scaled[j][i_mm] + (1.0 - w1) * scaled[j][i_uni]) for j in idx}
-      new_sq = {j: jnp.sum(jnp.square(v)) for j, v in new.items()}
-      d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
-      flat_norm = w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b)
-      is_stationary = d_norm <= stationary_tol * flat_norm
-      for j in idx:
-        total_norm = jnp.sqrt(jnp.maximum(jnp.sum(grams[j]), 0.0))
-        new_norm = jnp.sqrt(new_sq[j])
-        rescale = jnp.where(total_norm > new_norm,
-                            total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)
-        rescale = jnp.where(is_stationary, 0.0, rescale)
-        out[j] = (gamma * rescale * new[j] * s).reshape(flat[j].shape).astype(flat[j].dtype)
-      cosines.append(cos)
-      weights.append(w1)
-      stationary.append(is_stationary.astype(jnp.float32))
-    diagnostics = {"cosine": jnp.stack(cosines), "weight_fused": jnp.stack(weights),
-                   "stationary": jnp.stack(stationary)}
+    raw = {j: rows[j].reshape(L, -1).astype(jnp.float32) for j in used}
+
+    def solve(scaled, grams, s):
+      """Everything on the stack divided by s (exact: a power of two)."""
+      new_leaves, cosines, weights, stationary = {}, [], [], []
+      for m in mods:
+        idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
+        block = sum((grams[j] for j in idx), jnp.zeros((L, L), jnp.float32))
+        a, b, c = block[i_mm, i_mm], block[i_uni, i_uni], block[i_mm, i_uni]
+        norms = jnp.sqrt(a * b)
+        cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
+        w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
+        new = {j: 2.0 * (w1 * scaled[j][i_mm] + (1.0 - w1) * scaled[j][i_uni]) for j in idx}
+        new_sq = {j: v @ v for j, v in new.items()}
+        d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
+        is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
+        for j in idx:
+          total_norm = jnp.sqrt(jnp.maximum(jnp.sum(grams[j]), 0.0))
+          new_norm = jnp.sqrt(new_sq[j])
+          rescale = jnp.where(total_norm > new_norm,
+                              total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)
+          rescale = jnp.where(is_stationary, 0.0, rescale)
+          new_leaves[j] = (gamma * rescale * new[j] * s).reshape(flat[j].shape).astype(
+              flat[j].dtype)
+        cosines.append(cos)
+        weights.append(w1)
+        stationary.append(is_stationary.astype(jnp.float32))
+      return new_leaves, jnp.stack(cosines), jnp.stack(weights), jnp.stack(stationary)
+
+    def rescaled():
+      # One power of two s for the whole stack: no ‖g‖² overflows or underflows.
+      s = common_scale([raw[j] for j in used])
+      scaled = {j: f / s for j, f in raw.items()}
+      return solve(scaled, {j: f @ f.T for j, f in scaled.items()}, s)
+
+    grams = {j: f @ f.T for j, f in raw.items()}
+    if used:
+      top = jnp.max(jnp.stack([jnp.max(jnp.diagonal(G)) for G in grams.values()]))
+      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(G)) for G in grams.values()]))
+      # The raw Gram matrices serve whenever they are safely inside float32's range; only then
+      # is the stack divided by s (a copy).
+      in_range = finite & (top >= 2.0 ** -60) & (top <= 2.0 ** 100)
+      new_leaves, cosines, weights, stationary = jax.lax.cond(
+          in_range, lambda: solve(raw, grams, jnp.ones((), jnp.float32)), rescaled)
+    else:
+      new_leaves, cosines, weights, stationary = solve({}, {}, jnp.ones((), jnp.float32))
+    for j, v in new_leaves.items():
+      out[j] = v
+    diagnostics = {"cosine": cosines, "weight_fused": weights, "stationary": stationary}
     return jax.tree.unflatten(treedef, out), MMParetoState(diagnostics)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
