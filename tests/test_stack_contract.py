@@ -74,17 +74,19 @@ def test_stack_must_match_the_updates(rng):
     tx.update(total, tx.init(total), loss_grads=wrong)
 
 
-def test_dgl_routes_each_loss_to_its_parameters(rng):
+@pytest.mark.parametrize("weights", [None, {"fused": 0.5, "a": 2.0}])
+def test_dgl_routes_each_loss_to_its_parameters(rng, weights):
+  """shicaiwei123/ICCV2025-GDL, main_dgl.py:108-122: encoders get alpha·∇(loss_a + loss_v)
+  (each encoder only its own loss), the fusion module only ∇loss_f; alpha = 4 (:50)."""
   rows = _rows(rng)
   total = add(*rows.values())
-  weights = {"fused": 0.5, "a": 2.0}
   tx = mmreg.dgl(labels(), loss_weights=weights)
   out, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
-  route = {"a": "a", "b": "b", "fusion": "fused", "head": "fused"}
+  route = {"a": ("a", 4.0), "b": ("b", 4.0), "fusion": ("fused", 1.0), "head": ("fused", 1.0)}
   for path in SHAPES:
-    loss = route[flat_labels()[path]]
-    np.testing.assert_allclose(flat(out)[path], weights.get(loss, 1.0) * flat(rows[loss])[path],
-                               rtol=1e-6)
+    loss, alpha = route[flat_labels()[path]]
+    w = (weights or {}).get(loss, 1.0)
+    np.testing.assert_allclose(flat(out)[path], alpha * w * flat(rows[loss])[path], rtol=1e-6)
 
 
 def test_losses_not_combined_keep_their_weight(rng):
