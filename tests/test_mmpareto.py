@@ -55,7 +55,7 @@ def test_matches_reference_code(rng, conflict, scale):
   rows["b"] = add(jax.tree.map(lambda x: sign * 3 * x, rows["fused"]), rows["b"])
   tx = mmreg.mmpareto(labels())
   total = add(*rows.values())
-  out, state = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, state = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   _check(out, rows, scale)
   cos = np.asarray(state.diagnostics["cosine"])
   assert np.all(cos < 0) if conflict else np.all(cos > 0)
@@ -74,7 +74,7 @@ def test_anti_parallel_block_is_stationary(rng):
   rows["a"] = jax.tree.map(lambda x: -2.0 * x, rows["fused"])
   tx = mmreg.mmpareto(labels())
   total = add(*rows.values())
-  out, state = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, state = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   expected, _ = _np_mmpareto(rows)
   for path in SHAPES:
     if flat_labels()[path] == "a":
@@ -85,7 +85,7 @@ def test_anti_parallel_block_is_stationary(rng):
   # Slightly off anti-parallel (angle ~1e-2): an ordinary conflict, as in the reference code.
   rows["a"] = add(rows["a"], jax.tree.map(lambda x: 1e-2 * x, tree(rng)))
   total = add(*rows.values())
-  out, state = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, state = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   _check(out, rows)
   np.testing.assert_array_equal(state.diagnostics["stationary"], [0.0, 0.0])
 
@@ -97,7 +97,7 @@ def test_zero_gradient_takes_the_solvers_end_weight(rng):
   rows["b"] = jax.tree.map(jnp.zeros_like, rows["b"])
   tx = mmreg.mmpareto(labels())
   total = add(*rows.values())
-  out, state = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, state = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   _check(out, rows)
   assert float(state.diagnostics["weight_fused"][1]) == pytest.approx(0.001)
 
@@ -106,9 +106,9 @@ def test_output_depends_on_the_stack_only(rng):
   rows = {"fused": tree(rng), "a": tree(rng), "b": tree(rng)}
   tx = mmreg.mmpareto(labels())
   total = add(*rows.values())
-  ref, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  ref, _ = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   clipped = jax.tree.map(lambda x: 0.1 * x, total)
-  out, _ = tx.update(clipped, tx.init(total), loss_grads=loss_grads(rows))
+  out, _ = jax.jit(tx.update)(clipped, tx.init(total), loss_grads=loss_grads(rows))
   for path in SHAPES:
     if flat_labels()[path] in ("a", "b"):
       np.testing.assert_array_equal(flat(out)[path], flat(ref)[path])

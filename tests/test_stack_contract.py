@@ -39,9 +39,9 @@ def test_covered_leaves_ignore_what_came_before(rng, name):
   rows = _rows(rng)
   total = add(*rows.values())
   tx = STACK_METHODS[name]()
-  ref, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  ref, _ = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   scaled = jax.tree.map(lambda x: 0.25 * x, total)
-  out, _ = tx.update(scaled, tx.init(total), loss_grads=loss_grads(rows))
+  out, _ = jax.jit(tx.update)(scaled, tx.init(total), loss_grads=loss_grads(rows))
   touched = {"mmpareto": ("a", "b"), "dgl": ("a", "b", "fusion", "head")}.get(
       name, ("a", "b", "fusion", "head"))
   for path in SHAPES:
@@ -58,7 +58,7 @@ def test_uncovered_leaves_keep_the_updates(rng, name):
   covered = tuple(p != ("encoders", "a", "b") for p in paths)
   sparse = mmreg.LossGrads(grads=stack.grads, names=stack.names, covered=covered)
   tx = STACK_METHODS[name]()
-  out, _ = tx.update(total, tx.init(total), loss_grads=sparse)
+  out, _ = jax.jit(tx.update)(total, tx.init(total), loss_grads=sparse)
   np.testing.assert_array_equal(flat(out)[("encoders", "a", "b")],
                                 flat(total)[("encoders", "a", "b")])
   assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(out))
@@ -81,7 +81,7 @@ def test_dgl_routes_each_loss_to_its_parameters(rng, weights):
   rows = _rows(rng)
   total = add(*rows.values())
   tx = mmreg.dgl(labels(), loss_weights=weights)
-  out, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, _ = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   route = {"a": ("a", 4.0), "b": ("b", 4.0), "fusion": ("fused", 1.0), "head": ("fused", 1.0)}
   for path in SHAPES:
     loss, alpha = route[flat_labels()[path]]
@@ -96,7 +96,7 @@ def test_losses_not_combined_keep_their_weight(rng):
   rows["a"] = add(jax.tree.map(lambda x: -2 * x, rows["fused"]), rows["a"])
   total = add(*rows.values())
   tx = mmreg.pcgrad(loss_names=["fused", "a"], loss_weights={"b": 3.0})
-  out, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
+  out, _ = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
   vec = {n: np.concatenate([flat(t)[p].ravel() for p in sorted(SHAPES)]) for n, t in rows.items()}
   f, a = vec["fused"], vec["a"]
   assert f @ a < 0
