@@ -15,7 +15,7 @@ import mmreg
 def test_dgl_routes_losses_to_parameters(rng):
   rows = {"fused": tree(rng), "a": tree(rng), "b": tree(rng)}
   total = add(*rows.values())
-  tx = mmreg.dgl(labels(), loss_weights={"a": 2.0})
+  tx = mmreg.dgl(labels(), alpha=1.0, loss_weights={"a": 2.0})
   out, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
   for path, lab in flat_labels().items():
     want = {"a": 2.0 * flat(rows["a"])[path], "b": flat(rows["b"])[path],

@@ -207,7 +207,7 @@ def test_mgda_ub_matches_numpy_min_norm_on_features(setup):
   labels = mmreg.param_labels(model)
   _, grads, fg, features_vjp, (out, _) = per_loss_feature_grads(graphdef, spec, params, rest,
                                                                 batch)
-  tx = mmreg.mgda_ub(("fused", "fou"))
+  tx = mmreg.mgda_ub(loss_names=("fused", "fou"), scale="num_losses")
   new, state = tx.update(grads, tx.init(params), params, feature_grads=fg,
                          features_vjp=features_vjp)
   # NumPy: g_fused, g_fou on the concatenated features; two-loss closed form

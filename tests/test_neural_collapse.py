@@ -8,6 +8,12 @@ import mmreg
 from mmreg.metrics import neural_collapse, neural_collapse_batches
 
 
+def _sample_std(x):
+  """Standard deviation with n − 1 in the denominator (torch.std's default, unbiased=True)."""
+  x = np.asarray(x, np.float64)
+  return np.sqrt(np.sum((x - x.mean()) ** 2) / (len(x) - 1))
+
+
 def _reference(h, y, kernel, bias, global_mean, classes=None):
   """Papyan et al. (2020) written out directly: explicit loops, np.linalg.pinv."""
   classes = np.unique(y) if classes is None else classes
@@ -25,9 +31,9 @@ def _reference(h, y, kernel, bias, global_mean, classes=None):
   out = {"nc1": np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / k}
   for name, vecs in (("means", m_tilde.T), ("weights", w)):
     norms = np.linalg.norm(vecs, axis=1)
-    out[f"equinorm_{name}"] = norms.std() / norms.mean()
+    out[f"equinorm_{name}"] = _sample_std(norms) / norms.mean()
     cos = [vecs[a] @ vecs[b] / (norms[a] * norms[b]) for a in range(k) for b in range(k) if a != b]
-    out[f"equiangular_{name}"] = np.std(cos)
+    out[f"equiangular_{name}"] = _sample_std(cos)
     out[f"max_angle_{name}"] = np.mean(np.abs(np.array(cos) + 1 / (k - 1)))
     g = vecs @ vecs.T
     target = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)

@@ -238,9 +238,9 @@ def test_tie_is_a_no_op(name, options, case, seed):
        scale=st.sampled_from([1.0, 1e30, 1e-30]))
 @SETTINGS
 def test_agreeing_gradients_keep_the_plain_sum(name, dtype, seed, scale):
-  """Positive multiples of one gradient (no conflict): PCGrad projects nothing, MGDA (scale L)
-  and MGDA-UB return the plain sum when the gradients are equal, MMPareto takes the equal
-  weights (cos > 0), γ·(g_fused + g_m) on the encoders up to the norm rescaling."""
+  """Positive multiples of one gradient (no conflict): PCGrad projects nothing, MGDA and
+  MGDA-UB with scale="num_losses" return the plain sum when the gradients are equal, MMPareto
+  takes the equal weights (cos > 0), γ·(g_fused + g_m) on the encoders up to the norm rescaling."""
   inputs = transform_inputs("collinear", dtype, seed)
   stack = inputs["stack"]
   if name in ("mgda", "mgda_ub"):  # equal rows
@@ -251,7 +251,8 @@ def test_agreeing_gradients_keep_the_plain_sum(name, dtype, seed, scale):
                         for m, f in inputs["features"].items()}
   inputs["updates"] = jax.tree.map(lambda g: jnp.sum(g.astype(jnp.float32), 0).astype(dtype),
                                    stack)
-  first, _, _ = jitted_two_steps(name)(inputs)
+  options = (("scale", "num_losses"),) if name in ("mgda", "mgda_ub") else ()
+  first, _, _ = jitted_two_steps(name, options)(inputs)
   rtol = 1e-5 if dtype == "float32" else 2e-2
   if name != "mmpareto":
     _assert_same(first, inputs["updates"], name, rtol=rtol)

@@ -41,6 +41,7 @@ class NeuralCollapse(NamedTuple):
   nc1: (1/K)·Tr(Σ_W Σ_B^†).
   equinorm_means / equinorm_weights: std/mean of ‖μ_c − μ_G‖ and of ‖w_c‖ (NC2).
   equiangular_means / equiangular_weights: std of the pairwise cosines, c ≠ c' (NC2).
+  Every std has ddof = 1 (the sample std, torch.std's default, as the public NC code uses).
   max_angle_means / max_angle_weights: mean over c ≠ c' of |cos + 1/(K−1)| (NC2).
   etf_distance_means / etf_distance_weights: ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F for
     G = M̃ᵀM̃ and G = WWᵀ (NC2).
@@ -148,8 +149,8 @@ def _gram_stats(vectors: np.ndarray) -> tuple[float, float, float, float]:
   etf = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)
   with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 → NaN when every vector is 0
     etf_distance = np.linalg.norm(gram / np.linalg.norm(gram) - etf)
-    equinorm = norms.std() / norms.mean()
-  return (float(equinorm), float(cos.std()), float(np.abs(cos + 1.0 / (k - 1)).mean()),
+    equinorm = norms.std(ddof=1) / norms.mean()
+  return (float(equinorm), float(cos.std(ddof=1)), float(np.abs(cos + 1.0 / (k - 1)).mean()),
           float(etf_distance))
 
 

@@ -1,4 +1,12 @@
-"""Re-weighting the per-loss gradient stack: methods that output Σ_k c_k ∇L_k."""
+"""Methods on the per-loss gradient stack: argument checks, Gram matrix and Σ_k c_k ∇L_k.
+
+The contract of a stack method (PCGrad, MGDA, DGL, MMPareto): on every leaf the stack covers
+(`stack_rows` is not None), its output is a function of `loss_grads` only; `updates` passes
+through unchanged on the other leaves. A transform placed before it in a chain (a clip, a
+scale) therefore does not reach the covered leaves: place such transforms after it.
+`optax.MultiSteps` hands the inner transform the accumulated `updates` but only the last
+micro-batch's `loss_grads`, so a stack method under it acts on that micro-batch alone.
+"""
 
 from __future__ import annotations
 
@@ -11,38 +19,80 @@ import jax.numpy as jnp
 from mmreg.transforms._common import check_loss_stack, gram, stack_rows
 
 
+def check_param_labels(param_labels: Any, method: str, *, required: bool) -> None:
+  """Construction-time check of a transform's first argument, `param_labels`."""
+  if param_labels is None:
+    if required:
+      raise ValueError(f"{method} needs param_labels as its first argument: the label tree of "
+                       "the params (mmreg.param_labels(model)) or a function returning one")
+    return
+  if callable(param_labels):
+    return
+  if isinstance(param_labels, str) or (
+      isinstance(param_labels, (list, tuple)) and param_labels
+      and all(isinstance(x, str) for x in param_labels)):
+    raise TypeError(f"{method}'s first argument is param_labels (a label tree such as "
+                    f"mmreg.param_labels(model)); got {param_labels!r}, which looks like loss "
+                    "names: pass them as loss_names=[...]")
+  leaves = jax.tree.leaves(param_labels)
+  if not leaves or not all(isinstance(x, str) for x in leaves):
+    raise TypeError(f"{method}: param_labels must be a tree of strings shaped like the params "
+                    f"(mmreg.param_labels(model)), got a {type(param_labels).__name__} with "
+                    f"leaves {[type(x).__name__ for x in leaves[:3]]}")
+
+
 def loss_selection(loss_grads: Any, loss_names: Sequence[str] | None,
                    loss_weights: Mapping[str, float] | None, method: str, min_losses: int = 2
-                   ) -> tuple[tuple[str, ...], jax.Array]:
-  """The losses a method combines (default: all in the stack) and their weights w_i."""
+                   ) -> tuple[tuple[int, ...], jax.Array]:
+  """Positions of the losses a method combines (default: all in the stack), and the weight
+  w_k of every loss in the stack (`loss_weights`, default 1)."""
   check_loss_stack(loss_grads, loss_names or (), method)
   names = tuple(loss_names) if loss_names is not None else loss_grads.names
   if len(names) < min_losses:
     raise ValueError(f"{method} combines at least {min_losses} losses, got {list(names)}")
   weights = loss_weights or {}
-  unknown = set(weights) - set(names)
+  unknown = set(weights) - set(loss_grads.names)
   if unknown:
-    raise ValueError(f"{method}: loss_weights name losses {sorted(unknown)} it does not combine "
-                     f"({list(names)})")
-  return names, jnp.asarray([weights.get(n, 1.0) for n in names], jnp.float32)
+    raise ValueError(f"{method}: loss_weights name losses {sorted(unknown)} that are not in "
+                     f"loss_grads ({list(loss_grads.names)})")
+  w = jnp.asarray([weights.get(n, 1.0) for n in loss_grads.names], jnp.float32)
+  return tuple(loss_grads.index(n) for n in names), w
 
 
-def weighted_gram(loss_grads: Any, names: Sequence[str], w: jax.Array
+def weighted_gram(loss_grads: Any, combined: Sequence[int], w: jax.Array
                   ) -> tuple[jax.Array, jax.Array]:
-  """(G/s², s): the Gram matrix G of the weighted gradients w_i ∇L_i, divided by the square
-  of a power of two s near the largest gradient entry (finite for any finite gradients; the
-  min-norm weights and PCGrad's coefficients do not depend on s)."""
-  G, s = gram(stack_rows(loss_grads, names))
-  return G * w[:, None] * w[None, :], s
-
-
-def replace_combination(updates: Any, loss_grads: Any, names: Sequence[str], w: jax.Array,
-                        coefficients: jax.Array) -> Any:
-  """updates − Σ_i w_i ∇L_i + Σ_i c_i w_i ∇L_i: swap the plain weighted sum of the chosen
-  losses for a new combination, keeping every other contribution to `updates`."""
-  delta = (coefficients - 1.0) * w
+  """(G/s², s): the Gram matrix G of the weighted gradients w_i ∇L_i of the `combined` losses,
+  divided by the square of one power of two s near the largest gradient entry (finite for any
+  finite gradients; the min-norm weights and PCGrad's coefficients do not depend on s)."""
+  names = [loss_grads.names[i] for i in combined]
   rows = stack_rows(loss_grads, names)
+  if all(r is None for r in rows):
+    return jnp.zeros((len(names),) * 2, jnp.float32), jnp.ones((), jnp.float32)
+  G, s = gram(rows)
+  wc = w[jnp.asarray(combined)]
+  return G * wc[:, None] * wc[None, :], s
+
+
+def check_rows_match(updates: Any, rows: Sequence[jax.Array | None], method: str) -> None:
+  """Raise unless `rows` (from `stack_rows`) are `[L, *leaf.shape]` for the leaves of `updates`."""
+  u_leaves = jax.tree.leaves(updates)
+  if len(rows) != len(u_leaves) or any(
+      r is not None and r.shape[1:] != u.shape for r, u in zip(rows, u_leaves, strict=True)):
+    raise ValueError(f"{method}: loss_grads does not match the updates ({len(rows)} stacked "
+                     f"leaves vs {len(u_leaves)} update leaves, or different shapes); build the "
+                     "stack from the same parameters the updates are for")
+
+
+def combine(updates: Any, loss_grads: Any, coefficients: jax.Array, method: str) -> Any:
+  """Σ_k c_k ∇L_k over every loss of the stack on the leaves it covers; `updates` elsewhere."""
+  rows = stack_rows(loss_grads, loss_grads.names)
+  check_rows_match(updates, rows, method)
   flat, treedef = jax.tree.flatten(updates)
-  out = [u if r is None else u + jnp.tensordot(delta.astype(r.dtype), r, axes=1).astype(u.dtype)
+  out = [u if r is None else jnp.tensordot(coefficients.astype(r.dtype), r, axes=1).astype(u.dtype)
          for u, r in zip(flat, rows, strict=True)]
   return jax.tree.unflatten(treedef, out)
+
+
+def full_coefficients(combined: Sequence[int], w: jax.Array, c: jax.Array) -> jax.Array:
+  """Per stack loss: c_i·w_i for the combined losses, w_k for the others."""
+  return w.at[jnp.asarray(combined)].multiply(c)

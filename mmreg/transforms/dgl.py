@@ -1,9 +1,15 @@
-"""DGL: decoupled gradient learning (ICCV 2025): loss-to-parameter routing.
+"""DGL: disentangled gradient learning (Wei, Luo, Luo, ICCV 2025): loss-to-parameter routing.
 
-Each encoder gets only its own unimodal loss's gradient, the fusion module and the fused head
-only the fused loss's gradient: g_θ ← Σ_{n ∈ routes[label(θ)]} w_n ∇_θ L_n. Parameters whose
-label has no route (auxiliary heads, projectors, ...) keep the total gradient. Works for any
-number of modalities.
+Each encoder gets only its own unimodal loss's gradient, times α; the fusion module and the
+fused head only the fused loss's gradient:
+g_θ ← α_θ Σ_{n ∈ routes[label(θ)]} w_n ∇_θ L_n, α_θ = α on modality parameters, 1 elsewhere.
+This is the authors' code (shicaiwei123/ICCV2025-GDL, main_dgl.py:108-122): the unimodal loss
+(loss_a + loss_v)·alpha is back-propagated, the fusion module's gradients are dropped, then the
+fused loss, computed on detached features (models/fusion_modules.py:54), fills them; alpha = 4
+(main_dgl.py:50). Their unimodal logits are the fused head applied to one modality's features
+with the others zeroed (fusion_modules.py:57-58): in mmreg that is the model's
+`modality_logits`. Parameters whose label has no route (auxiliary heads, projectors, ...) keep
+the total gradient. Works for any number of modalities.
 """
 
 from __future__ import annotations
@@ -11,19 +17,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from mmreg.losses.spec import FUSED
 from mmreg.models.labels import FUSION, HEAD
-from mmreg.transforms._common import check_loss_stack, leaves, resolve_labels, unflatten_like
+from mmreg.transforms._common import check_loss_stack, resolve_labels, stack_rows
+from mmreg.transforms._stack import check_param_labels, check_rows_match
 
 
 class DGLState(NamedTuple):
   pass
 
 
-def dgl(param_labels: Any, *, modalities: Sequence[str] | None = None,
+def dgl(param_labels: Any, *, alpha: float = 4.0, modalities: Sequence[str] | None = None,
         routes: Mapping[str, Sequence[str]] | None = None,
         loss_weights: Mapping[str, float] | None = None, fused_loss: str = FUSED
         ) -> optax.GradientTransformationExtraArgs:
@@ -31,13 +39,16 @@ def dgl(param_labels: Any, *, modalities: Sequence[str] | None = None,
 
   Args:
     param_labels: label tree of the params (or a function of the params returning one).
+    alpha: multiplier of the gradients routed to modality parameters (4, main_dgl.py:50).
     modalities: encoders to route (default: every non-role label).
     routes: `{label: loss names}`; default `{m: (m,)}` per modality and
       `{"fusion": (fused,), "head": (fused,)}`.
     loss_weights: w_n (default 1).
 
-  Extras used: `loss_grads`.
+  Extras used: `loss_grads`. On routed leaves the stack covers the output depends on
+  `loss_grads` only (see `mmreg.transforms._stack`); other leaves keep `updates`.
   """
+  check_param_labels(param_labels, "dgl", required=True)
 
   def table(mods: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     if routes is not None:
@@ -56,13 +67,15 @@ def dgl(param_labels: Any, *, modalities: Sequence[str] | None = None,
     loss_grads = extra.get("loss_grads")
     check_loss_stack(loss_grads, needed, "dgl")
     weights = loss_weights or {}
-    grad_leaves = leaves(loss_grads.grads)
-    out = []
-    for j, (g, lab) in enumerate(zip(leaves(updates), labels, strict=True)):
-      if lab in route:
-        g = sum((weights.get(n, 1.0) * grad_leaves[j][loss_grads.index(n)]
-                 for n in route[lab]), jnp.zeros_like(g)).astype(g.dtype)
-      out.append(g)
-    return unflatten_like(updates, out), state
+    coefficients = {lab: (alpha if lab in mods else 1.0) * jnp.asarray(
+        [weights.get(n, 1.0) if n in names else 0.0 for n in loss_grads.names], jnp.float32)
+                    for lab, names in route.items()}
+    rows = stack_rows(loss_grads, loss_grads.names)
+    check_rows_match(updates, rows, "dgl")
+    flat, treedef = jax.tree.flatten(updates)
+    out = [u if r is None or lab not in route
+           else jnp.tensordot(coefficients[lab].astype(r.dtype), r, axes=1).astype(u.dtype)
+           for u, r, lab in zip(flat, rows, labels, strict=True)]
+    return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,12 +1,24 @@
-"""MMPareto: innocent unimodal assistance (Wei & Hu, ICML 2024), the official conflict branch.
+"""MMPareto: innocent unimodal assistance (Wei & Hu, ICML 2024), the authors' code
+(GeWu-Lab/MMPareto_ICML2024, code/MMPareto.py).
 
-For each encoder m, with g_mm = ∇L_fused and g_uni = ∇L_m on θ_m (whole-encoder vectors):
-if cos(g_mm, g_uni) > 0, w = (½, ½); else the two-task min-norm weights
-w_1 = clip(((g_uni − g_mm)·g_uni)/‖g_mm − g_uni‖², 0, 1), w_2 = 1 − w_1.
-Per parameter tensor: g̃ = 2(w_1·g_mm + w_2·g_uni); if ‖g_sum‖ > ‖g̃‖, g̃ is rescaled to
-‖g_sum‖ (g_sum = the total gradient `updates` of that tensor); then g̃ ← γ·g̃ (γ = 1.5).
-Fusion and head parameters keep the total gradient. Every modality is handled the same way,
-so M ≥ 2 needs no change.
+For each encoder m, with g_mm = ∇L_fused and g_uni = ∇L_m on θ_m (whole-encoder vectors,
+MMPareto.py:76-85, :149-150): if cos(g_mm, g_uni) > 0, w = (½, ½) (:165-167); else the two-task
+min-norm weights (:169, min_norm_solvers.py:9-30) w_1 = (‖g_uni‖² − g_mm·g_uni)/‖g_mm − g_uni‖²,
+which that solver replaces by 0.999 when g_mm·g_uni ≥ ‖g_mm‖² and by 0.001 when
+g_mm·g_uni ≥ ‖g_uni‖² (a zero gradient), and w_2 = 1 − w_1. Per parameter tensor (:184-206):
+g̃ = 2(w_1·g_mm + w_2·g_uni); if ‖g_sum‖ > ‖g̃‖, g̃ is rescaled to ‖g_sum‖, g_sum the tensor's
+gradient of the sum of all losses (:180-181, here Σ_k ∇L_k over the stack); then g̃ ← γ·g̃,
+γ = 1.5 (:178). Fusion and head parameters keep the total gradient. Every modality is handled
+the same way, so M ≥ 2 needs no change.
+
+mmreg's guard (`stationary_tol`): where g_mm and g_uni are anti-parallel, the min-norm point is
+the origin (Pareto-stationary) and the computed g̃ is round-off, which the authors' rescale
+would blow up to ‖g_sum‖ in an arbitrary direction (or to inf/NaN when it is exactly 0). A block
+whose ‖w_1 g_mm + w_2 g_uni‖ is at most `stationary_tol`·(w_1‖g_mm‖ + w_2‖g_uni‖) gets 0.
+
+Cost: one L×L Gram matrix per leaf (all the dot products in one pass), one pass over the two
+rows that form g̃. Only when the Gram matrices leave float32's safe range (|g| ≳ 1e15 or
+≲ 1e-9) is the whole stack divided by one power of two first.
 """
 
 from __future__ import annotations
@@ -19,38 +31,49 @@ import jax.numpy as jnp
 import optax
 
 from mmreg.losses.spec import FUSED
-from mmreg.transforms._common import (
-  check_loss_stack,
-  common_scale,
-  dot,
-  leaves,
-  resolve_labels,
-  unflatten_like,
-)
+from mmreg.transforms._common import check_loss_stack, common_scale, resolve_labels, stack_rows
+from mmreg.transforms._stack import check_param_labels, check_rows_match
 
 
 class MMParetoState(NamedTuple):
   diagnostics: dict[str, jax.Array]
 
 
-def two_task_min_norm(g1: Sequence[jax.Array], g2: Sequence[jax.Array]) -> jax.Array:
-  """Weight w_1 of g1 in the min-norm point of the segment [g1, g2] (½ when g1 = g2)."""
-  diff = [a - b for a, b in zip(g1, g2, strict=True)]
-  den = dot(diff, diff)
-  num = dot([-x for x in diff], g2)
-  return jnp.where(den > 0, jnp.clip(num / jnp.where(den > 0, den, 1.0), 0.0, 1.0), 0.5)
+def two_task_min_norm(g1g1: jax.Array, g1g2: jax.Array, g2g2: jax.Array) -> jax.Array:
+  """Weight w_1 of g1 in the min-norm point of the segment [g1, g2], from the three dot
+  products, as MMPareto's solver computes it (min_norm_solvers.py:17-30: 0.999 / 0.001 where
+  the minimum is at an end because g1·g2 ≥ ‖g1‖² or ≥ ‖g2‖²)."""
+  den = g1g1 + g2g2 - 2 * g1g2
+  inner = (g2g2 - g1g2) / jnp.where(den > 0, den, 1.0)
+  return jnp.where(g1g2 >= g1g1, 0.999, jnp.where(g1g2 >= g2g2, 0.001, inner))
 
 
 def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] | None = None,
-             fused_loss: str = FUSED, unimodal_losses: Mapping[str, str] | None = None
-             ) -> optax.GradientTransformationExtraArgs:
-  """MMPareto as an optax transform. Extras used: `loss_grads` (fused and unimodal losses)."""
+             fused_loss: str = FUSED, unimodal_losses: Mapping[str, str] | None = None,
+             stationary_tol: float = 1e-5) -> optax.GradientTransformationExtraArgs:
+  """MMPareto as an optax transform.
+
+  Args:
+    param_labels: label tree of the params (or a function of the params returning one).
+    gamma: γ, the boost of the encoders' combined gradient (1.5, MMPareto.py:178).
+    modalities: encoders balanced (default: every non-role label).
+    fused_loss, unimodal_losses: the losses' names in the stack (default: `fused` and, per
+      modality m, `m`).
+    stationary_tol: mmreg's guard above; 0 keeps the authors' rescale everywhere except an
+      exactly zero g̃.
+
+  Extras used: `loss_grads` (fused and unimodal losses). On encoder leaves the stack covers the
+  output depends on `loss_grads` only; leaves it does not cover keep `updates`. Diagnostics per
+  modality: `cosine`, `weight_fused` (w_1), `stationary` (1 where the guard gave 0).
+  """
+  check_param_labels(param_labels, "mmpareto", required=True)
 
   def init_fn(params):
     _, mods = resolve_labels(param_labels, params, modalities, "mmpareto", min_modalities=1)
     M = len(mods)
     return MMParetoState({"cosine": jnp.zeros((M,), jnp.float32),
-                          "weight_fused": jnp.full((M,), 0.5, jnp.float32)})
+                          "weight_fused": jnp.full((M,), 0.5, jnp.float32),
+                          "stationary": jnp.zeros((M,), jnp.float32)})
 
   def update_fn(updates, state, params=None, **extra):
     del state, params
@@ -59,33 +82,64 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     unimodal = {m: (unimodal_losses or {}).get(m, m) for m in mods}
     loss_grads = extra.get("loss_grads")
     check_loss_stack(loss_grads, [fused_loss, *unimodal.values()], "mmpareto")
-    grad_leaves = leaves(loss_grads.grads)
-    flat = leaves(updates)
+    rows = stack_rows(loss_grads, loss_grads.names)
+    check_rows_match(updates, rows, "mmpareto")
+    flat, treedef = jax.tree.flatten(updates)
     out = list(flat)
-    cosines, weights = [], []
+    blocks = {m: [j for j, lab in enumerate(labels) if lab == m and rows[j] is not None]
+              for m in mods}
+    used = [j for idx in blocks.values() for j in idx]
+    L = loss_grads.num_losses
     i_mm = loss_grads.index(fused_loss)
-    for m in mods:
-      idx = [j for j, lab in enumerate(labels) if lab == m]
-      i_uni = loss_grads.index(unimodal[m])
-      # Everything is computed on the block divided by one power of two s (exact): the
-      # weights and norm ratios are scale-free, and no ‖g‖² overflows or underflows.
-      s = common_scale([grad_leaves[j][i] for j in idx for i in (i_mm, i_uni)]
-                       + [flat[j] for j in idx])
-      g_mm = [grad_leaves[j][i_mm].astype(jnp.float32) / s for j in idx]
-      g_uni = [grad_leaves[j][i_uni].astype(jnp.float32) / s for j in idx]
-      norms = jnp.sqrt(dot(g_mm, g_mm) * dot(g_uni, g_uni))
-      cos = jnp.where(norms > 0, dot(g_mm, g_uni) / jnp.where(norms > 0, norms, 1.0), 0.0)
-      w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(g_mm, g_uni))
-      for j, a, b in zip(idx, g_mm, g_uni, strict=True):
-        new = 2.0 * (w1 * a + (1.0 - w1) * b)
-        total_norm = jnp.linalg.norm(flat[j].astype(jnp.float32) / s)
-        new_norm = jnp.linalg.norm(new)
-        scale = jnp.where(total_norm > new_norm, total_norm / jnp.where(new_norm > 0, new_norm,
-                                                                        1.0), 1.0)
-        out[j] = (gamma * scale * new * s).astype(flat[j].dtype)
-      cosines.append(cos)
-      weights.append(w1)
-    diagnostics = {"cosine": jnp.stack(cosines), "weight_fused": jnp.stack(weights)}
-    return unflatten_like(updates, out), MMParetoState(diagnostics)
+    raw = {j: rows[j].reshape(L, -1).astype(jnp.float32) for j in used}
+
+    def solve(scaled, grams, s):
+      """Everything on the stack divided by s (exact: a power of two)."""
+      new_leaves, cosines, weights, stationary = {}, [], [], []
+      for m in mods:
+        idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
+        block = sum((grams[j] for j in idx), jnp.zeros((L, L), jnp.float32))
+        a, b, c = block[i_mm, i_mm], block[i_uni, i_uni], block[i_mm, i_uni]
+        norms = jnp.sqrt(a * b)
+        cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
+        w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
+        new = {j: 2.0 * (w1 * scaled[j][i_mm] + (1.0 - w1) * scaled[j][i_uni]) for j in idx}
+        new_sq = {j: v @ v for j, v in new.items()}
+        d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
+        is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
+        for j in idx:
+          total_norm = jnp.sqrt(jnp.maximum(jnp.sum(grams[j]), 0.0))
+          new_norm = jnp.sqrt(new_sq[j])
+          rescale = jnp.where(total_norm > new_norm,
+                              total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)
+          rescale = jnp.where(is_stationary, 0.0, rescale)
+          new_leaves[j] = (gamma * rescale * new[j] * s).reshape(flat[j].shape).astype(
+              flat[j].dtype)
+        cosines.append(cos)
+        weights.append(w1)
+        stationary.append(is_stationary.astype(jnp.float32))
+      return new_leaves, jnp.stack(cosines), jnp.stack(weights), jnp.stack(stationary)
+
+    def rescaled():
+      # One power of two s for the whole stack: no ‖g‖² overflows or underflows.
+      s = common_scale([raw[j] for j in used])
+      scaled = {j: f / s for j, f in raw.items()}
+      return solve(scaled, {j: f @ f.T for j, f in scaled.items()}, s)
+
+    grams = {j: f @ f.T for j, f in raw.items()}
+    if used:
+      top = jnp.max(jnp.stack([jnp.max(jnp.diagonal(G)) for G in grams.values()]))
+      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(G)) for G in grams.values()]))
+      # The raw Gram matrices serve whenever they are safely inside float32's range; only then
+      # is the stack divided by s (a copy).
+      in_range = finite & (top >= 2.0 ** -60) & (top <= 2.0 ** 100)
+      new_leaves, cosines, weights, stationary = jax.lax.cond(
+          in_range, lambda: solve(raw, grams, jnp.ones((), jnp.float32)), rescaled)
+    else:
+      new_leaves, cosines, weights, stationary = solve({}, {}, jnp.ones((), jnp.float32))
+    for j, v in new_leaves.items():
+      out[j] = v
+    diagnostics = {"cosine": cosines, "weight_fused": weights, "stationary": stationary}
+    return jax.tree.unflatten(treedef, out), MMParetoState(diagnostics)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

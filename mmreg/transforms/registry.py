@@ -32,7 +32,7 @@ def _with_modalities(factory):
 def _on_stack(factory):
   def build(param_labels: Any, modalities: tuple[str, ...], **options):
     del modalities
-    return factory(param_labels=param_labels, **options)
+    return factory(param_labels, **options)
   return build
 
 
