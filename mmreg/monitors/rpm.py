@@ -119,8 +119,8 @@ def noise_redundancy(encode: Callable[[jax.Array], jax.Array], x: jax.Array, key
 
 
 def calibration_init(num_modalities: int) -> TriggerCalibration:
-  z = jnp.zeros((num_modalities,), jnp.float32)
-  return TriggerCalibration(z, z, jnp.zeros((), jnp.int32))
+  return TriggerCalibration(jnp.zeros((num_modalities,), jnp.float32),
+                            jnp.zeros((num_modalities,), jnp.float32), jnp.zeros((), jnp.int32))
 
 
 def calibrated_threshold(calibration: TriggerCalibration, z: float = 1.0,

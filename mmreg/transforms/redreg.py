@@ -87,12 +87,12 @@ class RedRegState(NamedTuple):
 
 
 def _diagnostics(M: int) -> dict[str, jax.Array]:
-  z = jnp.zeros((), jnp.float32)
+  scalars = ("r_threshold", "trigger", "similarity", "shuffled_similarity", "tau", "gate", "beta",
+             "applied_strength", "probed")  # one buffer each: the state may be donated
   return {"dominant": -jnp.ones((), jnp.float32), "r": jnp.zeros((M,), jnp.float32),
           "S": jnp.ones((M,), jnp.float32), "red": jnp.ones((M,), jnp.float32),
-          "confidence": jnp.zeros((M,), jnp.float32), "r_threshold": z, "trigger": z,
-          "similarity": z, "shuffled_similarity": z, "tau": z, "gate": z, "beta": z,
-          "applied_strength": z, "probed": z}
+          "confidence": jnp.zeros((M,), jnp.float32),
+          **{k: jnp.zeros((), jnp.float32) for k in scalars}}
 
 
 def _check_options(variant: str, trigger: str, gate: str, probe_every: int,
