@@ -44,10 +44,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "pcgrad": ("pcgrad", {}),
     "mgda": ("mgda", {}),
     "dgl": ("dgl", {}),
-    "redreg": ("redreg", {"total_epochs": 10, "probe_every": 1}),
-    "redreg_probe10": ("redreg", {"total_epochs": 10, "probe_every": 10}),
-    "redreg_no_probe": ("redreg", {"total_epochs": 10, "probe_every": 0}),
-    "redreg_reference": ("redreg_reference", {"total_epochs": 10, "probe_every": 1}),
+    "redreg": ("redreg_subspace", {"total_epochs": 10, "probe_every": 1}),
+    "redreg_probe10": ("redreg_subspace", {"total_epochs": 10, "probe_every": 10}),
+    "redreg_no_probe": ("redreg_subspace", {"total_epochs": 10, "probe_every": 0}),
+    "redreg_reference": ("redreg", {"total_epochs": 10, "probe_every": 1}),
 }
 # Rows that need the per-loss gradient stack although their method does not.
 WITH_STACK = ("joint_with_stack",)

@@ -59,7 +59,7 @@ from mmreg.train.results import mean_ci, write_json
 # Registered methods (mmreg.train.METHODS) compared here, plus "unimodal" (joint training of
 # each modality alone).
 REGISTERED_METHODS = ("joint", "ogm_ge", "inforeg", "agm", "mmpareto", "pcgrad", "mgda", "dgl",
-                      "redreg", "redreg_reference", "pmr", "gblending")
+                      "redreg", "redreg_subspace", "pmr", "gblending")
 ALL_METHODS = ("unimodal", *REGISTERED_METHODS)
 DEFAULT_DATASETS = ("mfeat:pix+mor", "mfeat:fac+zer", "competition:3", "competition:6")
 
@@ -89,7 +89,7 @@ def load(name: str, seed: int, args=None) -> Splits:
 
 
 def method_options(name: str, epochs: int) -> dict[str, Any]:
-  return {"redreg": {"total_epochs": epochs}, "redreg_reference": {"total_epochs": epochs},
+  return {"redreg": {"total_epochs": epochs}, "redreg_subspace": {"total_epochs": epochs},
           "inforeg": {"window": 2}}.get(name, {})
 
 
@@ -158,7 +158,8 @@ class Trainer:
         state, metrics = self.step(state, batch)
         if self.method.startswith("redreg") and seed == args.seeds[0]:
           d = find_diagnostics(state.opt_state)
-          trace.append({k: np.asarray(d[k]).tolist() for k in ("r", "gate", "beta", "dominant")})
+          trace.append({k: np.asarray(d[k]).tolist()
+                        for k in ("r", "gate", "beta", "applied_strength", "dominant")})
       jax.block_until_ready(metrics)
       if self.warm:  # the epoch that compiled the step is not timed
         epoch_times.append((time.perf_counter() - t0) / self.spe)
@@ -314,8 +315,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
     row[0].set_title(f"{ds} {name}: r of dominant", fontsize=8)
     row[1].plot(steps, [t["gate"] for t in trace], lw=0.8)
     row[1].set_title("co-information gate", fontsize=8)
-    row[2].plot(steps, [t["beta"] for t in trace], lw=0.8)
-    row[2].set_title("β (0 when inactive)", fontsize=8)
+    row[2].plot(steps, [t["applied_strength"] for t in trace], lw=0.8)
+    row[2].set_title("applied strength β·gate·trigger", fontsize=8)
   for ax in axes[-1]:
     ax.set_xlabel("step")
   fig.tight_layout()

@@ -13,10 +13,10 @@ import mmreg
 from mmreg.data import iterate_batches, load_mfeat
 from mmreg.train import build_method, get_method, init_train_state, make_train_step
 
-METHODS = ["joint", "ogm_ge", "inforeg", "agm", "redreg", "redreg_reference", "mmpareto", "dgl",
+METHODS = ["joint", "ogm_ge", "inforeg", "agm", "redreg", "redreg_subspace", "mmpareto", "dgl",
            "pcgrad", "mgda"]
 OPTIONS = {"redreg": {"total_epochs": 2, "probe_every": 2},
-           "redreg_reference": {"total_epochs": 2}}
+           "redreg_subspace": {"total_epochs": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,8 @@ TOY_FACTORIES = {
     "inforeg": lambda: mmreg.inforeg(labels()),
     "agm": lambda: mmreg.agm(labels(), apply_to="encoders"),
     "redreg": lambda: mmreg.redreg(labels(), total_epochs=3, probe_every=0),
-    "redreg_reference": lambda: mmreg.redreg(labels(), total_epochs=3, probe_every=0,
-                                             variant="reference"),
+    "redreg_subspace": lambda: mmreg.redreg(labels(), total_epochs=3, probe_every=0,
+                                            variant="subspace"),
     "mmpareto": lambda: mmreg.mmpareto(labels()),
     "dgl": lambda: mmreg.dgl(labels()),
     "pcgrad": lambda: mmreg.pcgrad(),

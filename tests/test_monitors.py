@@ -35,7 +35,8 @@ def test_redundancy_ema_normalisation(rng, bias_correction):
     norm = ema / (1 - 0.9 ** n) if bias_correction else ema
     np.testing.assert_allclose(state.red_norm, red / (norm + 1e-8), rtol=1e-5)
   first = monitors.push_redundancy(monitors.rpm_init(1, 3), jnp.ones(1), 0.9, bias_correction)
-  # Pinned: bias-corrected EMA starts at red_norm = 1, the reference code's at 1/(1−0.9) = 10.
+  # Pinned: bias-corrected EMA starts at red_norm = 1, the authors' (main_RedReg.py:221-223)
+  # at 1/(1 − 0.9) = 10.
   np.testing.assert_allclose(first.red_norm, [1.0 if bias_correction else 10.0], rtol=1e-5)
 
 
@@ -116,3 +117,52 @@ def test_fisher_window_matches_numpy(rng):
       k = (cur - prev) / cur
       np.testing.assert_allclose(sig.k, k, rtol=1e-4)
       np.testing.assert_array_equal(sig.in_window, k > 0.05)
+
+
+def test_calibrated_threshold_matches_numpy(rng):
+  """mmreg's calibrated trigger: mean + z·std of the previous scores, exponentially weighted."""
+  cal = monitors.calibration_init(2)
+  scores = rng.uniform(0.5, 2.0, size=(14, 2))
+  for n, score in enumerate(scores):
+    thr = monitors.calibrated_threshold(cal, z=1.5, min_count=5)
+    if n < 5:
+      assert np.all(np.isposinf(np.asarray(thr)))
+    else:
+      w = 0.9 ** np.arange(n)[::-1]  # weights of scores 0..n-1: (1−m)·m^k, the first m^(n−1)
+      w[1:] *= 0.1
+      mean = w @ scores[:n]
+      var = w @ (scores[:n] - mean) ** 2
+      np.testing.assert_allclose(thr, mean + 1.5 * np.sqrt(var), rtol=1e-4)
+    cal = monitors.push_score(cal, jnp.asarray(score, jnp.float32), momentum=0.9)
+  steady = monitors.calibration_init(1)
+  for _ in range(20):
+    steady = monitors.push_score(steady, jnp.full(1, 0.3), momentum=0.9)
+  np.testing.assert_array_equal(monitors.calibrated_threshold(steady), np.float32(0.3))
+
+
+def test_shuffled_similarity_pairs_only_different_samples():
+  """One-hot features, identical across modalities: paired cosine 1, and every unpaired pair
+  is orthogonal, so the shuffled cosine is exactly 0 (no sample is paired with itself)."""
+  h = jnp.eye(8)
+  feats = {"a": h, "b": h}
+  for seed in range(5):
+    np.testing.assert_allclose(
+        monitors.shuffled_similarity(feats, ("a", "b"), jax.random.PRNGKey(seed)), 0.0)
+  np.testing.assert_allclose(monitors.cross_modal_similarity(feats, ("a", "b")), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(monitors.excess_similarity(0.7, 0.4), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(monitors.excess_similarity(0.3, 0.0), 0.3, rtol=1e-6)
+  with pytest.raises(ValueError, match="batch of at least 2"):
+    monitors.shuffled_similarity({"a": h[:1], "b": h[:1]}, ("a", "b"), jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30, 1e-15])
+def test_gate_cosine_is_torch_normalize_at_extreme_scales(rng, scale):
+  """cos via x / max(‖x‖, 1e-12) as F.normalize (main_RedReg.py:242-243), in float64."""
+  a, b = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+  a[0] = 0.0
+  unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+  expected = np.mean(np.sum(unit(scale * a) * unit(scale * b), axis=1))
+  sim = monitors.cross_modal_similarity({"a": jnp.asarray(scale * a, jnp.float32),
+                                         "b": jnp.asarray(scale * b, jnp.float32)}, ("a", "b"))
+  assert np.isfinite(float(sim))
+  np.testing.assert_allclose(sim, expected, rtol=1e-4, atol=1e-30)

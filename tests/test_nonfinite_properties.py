@@ -137,8 +137,8 @@ def make_transform(name: str, **options):
       "inforeg": lambda: mmreg.inforeg(labels, **options),
       "agm": lambda: mmreg.agm(labels, apply_to="encoders", **options),
       "redreg": lambda: mmreg.redreg(labels, total_epochs=3, probe_every=0, **options),
-      "redreg_reference": lambda: mmreg.redreg(labels, total_epochs=3, probe_every=0,
-                                               variant="reference", **options),
+      "redreg_subspace": lambda: mmreg.redreg(labels, total_epochs=3, probe_every=0,
+                                              variant="subspace", **options),
       "mmpareto": lambda: mmreg.mmpareto(labels, **options),
       "dgl": lambda: mmreg.dgl(labels, **options),
       "pcgrad": lambda: mmreg.pcgrad(**options),
@@ -174,7 +174,7 @@ def jitted_two_steps(name: str, options: tuple = ()):
   return run
 
 
-TRANSFORMS = ["ogm_ge", "inforeg", "agm", "redreg", "redreg_reference", "mmpareto", "dgl",
+TRANSFORMS = ["ogm_ge", "inforeg", "agm", "redreg", "redreg_subspace", "mmpareto", "dgl",
               "pcgrad", "mgda", "mgda_ub", "spa_proj", "spa_proj_reference",
               "track_class_centres"]
 
@@ -218,7 +218,7 @@ def _assert_same(out, ref, what, rtol):
     # (the authors' coefficient modulates the first modality on a tie, as their code does).
     ("ogm_ge", (("generalization_enhancement", False), ("coefficient", "shifted"))),
     # RedReg, InfoReg: no strictly dominant modality, nothing is regulated.
-    ("redreg", ()), ("redreg_reference", ()), ("inforeg", ()),
+    ("redreg", ()), ("redreg_subspace", ()), ("inforeg", ()),
     # AGM without its gradient clipping: equal scores give r = r̄ = 1 and k = 1.
     ("agm", (("clip_grad_norm", None),)),
     # track_class_centres never changes the updates.

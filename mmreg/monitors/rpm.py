@@ -1,16 +1,20 @@
-"""Redundancy Phase Monitor (RPM) of RedReg (arXiv 2511.13755).
+"""Redundancy Phase Monitor (RPM) of RedReg (arXiv 2511.13755; code xia-zhe/RedReg).
 
-Per step t and modality m:
+Per step t and modality m, as in main_RedReg.py:
 
 * growth S_m(t) = (mean p_m[t−W+1..t] − mean p_m[t−W..t−1]) / (|mean p_m[t−W..t−1]| + ε), with
-  p_m the batch-mean true-class confidence; S = 1 until W + 1 values have been seen.
-* redundancy red_m(t) = mean((z1 − z2)²) / (mean((x1 − x2)²) + ε), z_i = enc_m(x + N(0, σ²)),
-  normalised by its EMA (momentum 0.9): red_norm = red / (ema + ε).
-* score r_m = red_norm − γ·max(S_m, 0); intervene on the dominant modality only if r_m > R.
+  p_m the batch-mean true-class confidence; S = 1 until W + 1 values have been seen
+  (`_growth_rate`, main_RedReg.py:116-121, W = 10 at :97).
+* redundancy red_m(t) = mean((z1 − z2)²) / (mean((x1 − x2)²) + ε), z_i = enc_m(x + N(0, σ²))
+  (main_RedReg.py:196-219, σ = 0.03), normalised by its EMA (momentum 0.9, :96, starting at 0,
+  :95): red_norm = red / (ema + ε) (:221-224).
+* score r_m = red_norm − γ·max(S_m, 0) (:225-226, γ = 0.6 at :98); the authors intervene on the
+  dominant modality if r_m > R = 0.15 (:99, :228-232).
 
-The EMA is bias-corrected by default (ema / (1 − momentum^n)), so red_norm starts near 1; the
-reference code's EMA starts at 0 without correction (`bias_correction=False`), which makes
-red_norm ≈ 10 on the first probe after each reset.
+With the authors' EMA (no bias correction) red_norm = 10 on the first probe after a reset and
+≈ 1 once the EMA has settled, so r > 0.15 unless S > 1.4: the fixed trigger is on at almost
+every step. `calibrated_threshold` is mmreg's alternative: R relative to the running
+distribution of r. `bias_correction=True` (ema / (1 − momentumⁿ)) is mmreg's option.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ class RPMState(NamedTuple):
   red_norm: jax.Array
 
 
+class TriggerCalibration(NamedTuple):
+  """Exponentially weighted mean and variance of the RPM score r `[M]`, and how many scores
+  they hold."""
+
+  mean: jax.Array
+  var: jax.Array
+  count: jax.Array
+
+
 class RPMSignal(NamedTuple):
   growth: jax.Array
   red_norm: jax.Array
@@ -48,7 +61,7 @@ def rpm_init(num_modalities: int, window: int = 10) -> RPMState:
                   ema_count=jnp.zeros((), jnp.int32), red_norm=jnp.ones((m,), jnp.float32))
 
 
-def growth_rate(state: RPMState, eps: float = 1e-8) -> jax.Array:
+def growth_rate(state: RPMState, eps: float = 1e-12) -> jax.Array:
   """S_m from the ring buffer (1 until it holds W + 1 values)."""
   size = state.confidence.shape[0]
   window = size - 1
@@ -68,7 +81,7 @@ def push_confidence(state: RPMState, confidence: jax.Array) -> RPMState:
 
 
 def push_redundancy(state: RPMState, redundancy: jax.Array, momentum: float = 0.9,
-                    bias_correction: bool = True, eps: float = 1e-8) -> RPMState:
+                    bias_correction: bool = False, eps: float = 1e-12) -> RPMState:
   """Update the EMA with a new redundancy measurement and normalise it by the updated EMA."""
   ema = momentum * state.red_ema + (1.0 - momentum) * redundancy
   n = state.ema_count + 1
@@ -77,15 +90,15 @@ def push_redundancy(state: RPMState, redundancy: jax.Array, momentum: float = 0.
   return state._replace(red_ema=ema, ema_count=n, red_norm=red_norm.astype(jnp.float32))
 
 
-def rpm_score(state: RPMState, gamma: float = 0.6, eps: float = 1e-8) -> RPMSignal:
+def rpm_score(state: RPMState, gamma: float = 0.6, eps: float = 1e-12) -> RPMSignal:
   """r_m = red_norm_m − γ·max(S_m, 0) from the current state."""
   growth = growth_rate(state, eps)
   return RPMSignal(growth, state.red_norm, state.red_norm - gamma * jnp.maximum(growth, 0.0))
 
 
 def rpm_update(state: RPMState, confidence: jax.Array, redundancy: jax.Array | None = None, *,
-               gamma: float = 0.6, momentum: float = 0.9, bias_correction: bool = True,
-               eps: float = 1e-8) -> tuple[RPMState, RPMSignal]:
+               gamma: float = 0.6, momentum: float = 0.9, bias_correction: bool = False,
+               eps: float = 1e-12) -> tuple[RPMState, RPMSignal]:
   """One RPM step: push p_m, optionally a new redundancy measurement, and score."""
   state = push_confidence(state, confidence)
   if redundancy is not None:
@@ -94,7 +107,7 @@ def rpm_update(state: RPMState, confidence: jax.Array, redundancy: jax.Array | N
 
 
 def noise_redundancy(encode: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array,
-                     sigma: float = 0.03, eps: float = 1e-8) -> jax.Array:
+                     sigma: float = 0.03, eps: float = 1e-12) -> jax.Array:
   """red = mean((enc(x1) − enc(x2))²) / (mean((x1 − x2)²) + ε), x_i = x + N(0, σ²)."""
   k1, k2 = jax.random.split(key)
   x = jnp.asarray(x)
@@ -103,3 +116,30 @@ def noise_redundancy(encode: Callable[[jax.Array], jax.Array], x: jax.Array, key
   z1 = jax.lax.stop_gradient(encode(x1))
   z2 = jax.lax.stop_gradient(encode(x2))
   return jnp.mean((z1 - z2) ** 2) / (jnp.mean((x1 - x2) ** 2) + eps)
+
+
+def calibration_init(num_modalities: int) -> TriggerCalibration:
+  return TriggerCalibration(jnp.zeros((num_modalities,), jnp.float32),
+                            jnp.zeros((num_modalities,), jnp.float32), jnp.zeros((), jnp.int32))
+
+
+def calibrated_threshold(calibration: TriggerCalibration, z: float = 1.0,
+                         min_count: int = 10) -> jax.Array:
+  """mean(r) + z·std(r) per modality over the scores pushed so far (mmreg's calibrated
+  trigger: fire when r is unusually high for this run, whatever its scale); +inf until
+  `min_count` scores have been pushed. A constant r never exceeds it."""
+  threshold = calibration.mean + z * jnp.sqrt(calibration.var)
+  return jnp.where(calibration.count >= min_count, threshold, jnp.inf)
+
+
+def push_score(calibration: TriggerCalibration, score: jax.Array,
+               momentum: float = 0.99) -> TriggerCalibration:
+  """Exponentially weighted mean and variance, started at the first score (incremental form,
+  Finch 2009: δ = r − mean, mean += (1 − m)·δ, var = m·(var + (1 − m)·δ²)), so a constant
+  score keeps mean = r and var = 0 exactly."""
+  score = score.astype(jnp.float32)
+  first = calibration.count == 0
+  delta = score - calibration.mean
+  mean = jnp.where(first, score, calibration.mean + (1.0 - momentum) * delta)
+  var = jnp.where(first, 0.0, momentum * (calibration.var + (1.0 - momentum) * delta ** 2))
+  return TriggerCalibration(mean, var, calibration.count + 1)

@@ -15,6 +15,7 @@ import optax
 from tqdm.auto import tqdm
 
 from mmreg.data.batch import validate_batch
+from mmreg.data.batch_dropout import with_modality_dropout
 from mmreg.data.dataset import Splits, check_finite, iterate_batches, steps_per_epoch
 from mmreg.data.registry import load_dataset
 from mmreg.losses.spec import LossSpec, classification_losses
@@ -158,12 +159,15 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
   if loss_method is not None:
     state = state.replace(loss_state=loss_method.init(epoch_context(state, 0)))
   by_features = method.loss_grads_over == "features"
-  train_step, state = runtime.distribute(
-      make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
-                      with_loss_grads=method.needs_loss_grads and not by_features,
-                      with_feature_grads=method.needs_loss_grads and by_features,
-                      loss_grads_mask=loss_grads_mask(labels, method.loss_grads_over),
-                      post_update=post_update, loss_method=loss_method, jit=False), state)
+  step_fn = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
+                            with_loss_grads=method.needs_loss_grads and not by_features,
+                            with_feature_grads=method.needs_loss_grads and by_features,
+                            loss_grads_mask=loss_grads_mask(labels, method.loss_grads_over),
+                            post_update=post_update, loss_method=loss_method, jit=False)
+  if train_cfg.get("modality_dropout"):  # e.g. RedReg's recipe: experiments/configs/redreg.py
+    step_fn = with_modality_dropout(step_fn, steps_per_epoch=spe, total_epochs=epochs,
+                                    seed=seed, **train_cfg["modality_dropout"])
+  train_step, state = runtime.distribute(step_fn, state)
   predict = make_predict(graphdef)
 
   resumed = bool(broadcast_from_process_0(claim_workdir(workdir, cfg) if runtime.is_writer

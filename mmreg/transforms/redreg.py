@@ -1,26 +1,34 @@
 """RedReg: redundancy regulation of the dominant modality (arXiv 2511.13755).
 
-Per step: the Redundancy Phase Monitor scores every modality (`mmreg.monitors.rpm`), the
-dominance test picks the dominant modality (strictly largest true-class confidence p_m), the
-co-information gate checks whether the modalities' features are already redundant
-(batch cross-modal cosine > τ(epoch), τ rising 0.2 → 0.5), and if r_dom > R the dominant
-encoder's gradient becomes
+The default reproduces the authors' code (xia-zhe/RedReg, main_RedReg.py). Per step: the
+Redundancy Phase Monitor scores every modality (`mmreg.monitors.rpm`), the dominance test picks
+the dominant modality (strictly largest batch-mean true-class confidence p_m, :187-189, :228,
+:232), the co-information gate compares the batch cosine of the modalities' features with
+τ(epoch) rising 0.2 → 0.5 (:103-104, :241-247), and the dominant encoder's gradient becomes
 
-  g_dom ← g_dom + β·gate·d_⊥,   β = exp(c·tanh(p_dom − p_weak)),   d = θ_dom − θ_dom^anchor,
+  g ← g + β·gate·trigger·d_⊥,   β = exp(0.9·tanh(p_dom − p_weak))   (:229-234, 0.9 at :100)
 
-with θ^anchor the weights at the start of the epoch. A descent step then pulls the dominant
-encoder back toward its anchor, but only inside directions that leave the other losses alone.
+per parameter tensor, with d = θ − θ^anchor, θ^anchor the weights at the start of the epoch
+(:124) and
 
-* `variant="paper"` (default): d_⊥ is d with its component in the span of the other losses'
-  gradients on the dominant block removed (the fused loss and the other modalities' unimodal
-  losses, from `loss_grads`), by a rank-revealing Gram–Schmidt that is safe for zero and
-  collinear gradients. The RPM's EMA is bias-corrected and persists across epochs.
-* `variant="reference"`: the authors' code: per parameter tensor of the dominant encoder,
-  d_⊥ = d − (⟨d,g⟩/(‖g‖²+ε))·g against the total gradient g; the EMA starts at 0 without
-  bias correction and all RPM state resets at each epoch. Needs no `loss_grads`.
+* `variant="authors"` (default): d_⊥ = d − (⟨d,g⟩/(‖g‖² + 1e-12))·g against that tensor's
+  total gradient g (d_⊥ = d where g = 0) (:307-326);
+* `variant="subspace"` (mmreg's reading of the abstract's "orthogonal complement of the joint
+  multimodal gradient subspace"): d_⊥ is d over the whole dominant encoder with its component
+  in the span of the other losses' gradients removed (the fused loss and the other modalities'
+  unimodal losses, from `loss_grads`), by a rank-revealing Gram–Schmidt that is safe for zero
+  and collinear gradients.
+
+Trigger: r_dom > R = 0.15 (:99). With the authors' monitor r ≈ red_norm ≈ 1 or more, so this
+trigger is on at almost every step and only the gate switches RedReg; `trigger="calibrated"`
+(mmreg's) compares r_dom with mean(r) + z·std(r) over the run instead. `gate="shuffled"`
+(mmreg's) gates on the paired cosine in excess of the cosine of unpaired (shuffled) samples.
+
+When the applied strength β·gate·trigger is 0 the projection is skipped (`lax.switch`); the
+update is then exactly the incoming gradient, as the formula gives for finite inputs.
 
 For M > 2 modalities: the dominant modality is the strictly most confident one, the weak one
-the least confident, and the gate averages the cosine over all modality pairs.
+the least confident, and the gate averages the cosine over all modality pairs (mmreg's).
 """
 
 from __future__ import annotations
@@ -34,12 +42,22 @@ import optax
 
 from mmreg.losses.spec import FUSED
 from mmreg.monitors.dominance import dominance, modality_confidence
-from mmreg.monitors.gate import coinformation_gate, cross_modal_similarity, gate_threshold
+from mmreg.monitors.gate import (
+  coinformation_gate,
+  cross_modal_similarity,
+  excess_similarity,
+  gate_threshold,
+  shuffled_similarity,
+)
 from mmreg.monitors.rpm import (
   RPMState,
+  TriggerCalibration,
+  calibrated_threshold,
+  calibration_init,
   noise_redundancy,
   push_confidence,
   push_redundancy,
+  push_score,
   rpm_init,
   rpm_score,
 )
@@ -53,11 +71,14 @@ from mmreg.transforms._common import (
 )
 from mmreg.transforms._projection import remove_direction, remove_span
 
-VARIANTS = ("paper", "reference")
+VARIANTS = ("authors", "subspace")
+TRIGGERS = ("fixed", "calibrated")
+GATES = ("fixed", "shuffled")
 
 
 class RedRegState(NamedTuple):
   rpm: RPMState
+  calibration: TriggerCalibration
   anchor: Any
   anchor_epoch: jax.Array
   count: jax.Array
@@ -66,56 +87,84 @@ class RedRegState(NamedTuple):
 
 
 def _diagnostics(M: int) -> dict[str, jax.Array]:
-  z = jnp.zeros((), jnp.float32)
+  scalars = ("r_threshold", "trigger", "similarity", "shuffled_similarity", "tau", "gate", "beta",
+             "applied_strength", "probed")  # one buffer each: the state may be donated
   return {"dominant": -jnp.ones((), jnp.float32), "r": jnp.zeros((M,), jnp.float32),
           "S": jnp.ones((M,), jnp.float32), "red": jnp.ones((M,), jnp.float32),
-          "confidence": jnp.zeros((M,), jnp.float32), "similarity": z, "tau": z, "gate": z,
-          "beta": z, "trigger": z, "probed": z}
+          "confidence": jnp.zeros((M,), jnp.float32),
+          **{k: jnp.zeros((), jnp.float32) for k in scalars}}
 
 
-def redreg(param_labels: Any, *, total_epochs: int, variant: str = "paper",
+def _check_options(variant: str, trigger: str, gate: str, probe_every: int,
+                   total_epochs: int) -> None:
+  for name, value, valid in (("variant", variant, VARIANTS), ("trigger", trigger, TRIGGERS),
+                             ("gate", gate, GATES)):
+    if value not in valid:
+      raise ValueError(f"redreg: unknown {name} {value!r}; valid: {list(valid)}")
+  if probe_every < 0:
+    raise ValueError(f"redreg: probe_every must be >= 0 (0 disables the probe), got "
+                     f"{probe_every}")
+  if total_epochs < 1:
+    raise ValueError(f"redreg: total_epochs must be >= 1, got {total_epochs}")
+
+
+def redreg(param_labels: Any, *, total_epochs: int, variant: str = "authors",
+           trigger: str = "fixed", gate: str = "fixed",
            modalities: Sequence[str] | None = None, window: int = 10, gamma: float = 0.6,
            threshold: float = 0.15, momentum: float = 0.9, sigma: float = 0.03,
            beta_c: float = 0.9, beta_scale: Any = 1.0, tau_start: float = 0.2,
-           tau_end: float = 0.5, gate_temperature: float | None = None, probe_every: int = 1,
-           fused_loss: str = FUSED, unimodal_losses: Mapping[str, str] | None = None,
-           projection_tol: float = 1e-4, seed: int = 0) -> optax.GradientTransformationExtraArgs:
-  """RedReg as an optax transform.
+           tau_end: float = 0.5, gate_temperature: float | None = None,
+           rpm_reset_each_epoch: bool = True, rpm_bias_correction: bool = False,
+           trigger_z: float = 1.0, calibration_momentum: float = 0.99, eps: float = 1e-12,
+           probe_every: int = 1, fused_loss: str = FUSED,
+           unimodal_losses: Mapping[str, str] | None = None, projection_tol: float = 1e-4,
+           seed: int = 0) -> optax.GradientTransformationExtraArgs:
+  """RedReg as an optax transform; defaults are the authors' (main_RedReg.py line numbers).
 
   Args:
     param_labels: label tree of the params (or a function of the params returning one).
-    total_epochs: length of training, for the gate threshold τ(epoch).
-    variant: "paper" (subspace projection, bias-corrected persistent RPM) or "reference".
-    window, gamma, threshold, momentum, sigma: RPM window W, γ, trigger R, EMA momentum, probe
-      noise σ.
-    beta_c, beta_scale: β = beta_scale·exp(beta_c·tanh(p_dom − p_weak)); `beta_scale` is
-      schedulable through `optax.inject_hyperparams`.
-    tau_start, tau_end, gate_temperature: gate threshold schedule; None = hard gate, else the
-      smooth gate sigmoid((sim − τ)/temperature).
+    total_epochs: length of training, for the gate threshold τ(epoch) (:103-104).
+    variant: "authors" (per-tensor rank-1 projection against the total gradient, :307-326) or
+      "subspace" (mmreg's: against the span of the other losses' gradients; reads `loss_grads`).
+    trigger: "fixed" (r_dom > `threshold`, :228-232) or "calibrated" (mmreg's: r_dom > mean(r)
+      + `trigger_z`·std(r), exponentially weighted with `calibration_momentum` over the previous
+      scores of the run; only steps whose growth S is a real rate (from the (W+1)-th step after
+      an RPM reset) count and can fire, and only once `window` of them have been seen).
+    gate: "fixed" (batch cosine > τ, :241-247) or "shuffled" (mmreg's: (sim − sim_unpaired) /
+      (1 − sim_unpaired) > τ, sim_unpaired from a random derangement of the batch).
+    window, gamma, threshold, momentum, sigma: RPM window W = 10 (:97), γ = 0.6 (:98), trigger
+      R = 0.15 (:99), EMA momentum 0.9 (:96), probe noise σ = 0.03 (:196-197).
+    beta_c, beta_scale: β = beta_scale·exp(beta_c·tanh(p_dom − p_weak)), beta_c = 0.9 (:100,
+      :229-234); `beta_scale` (mmreg's, 1 = the authors') is schedulable through
+      `optax.inject_hyperparams`.
+    tau_start, tau_end, gate_temperature: τ from 0.2 to 0.5 (:104); None = the authors' hard
+      gate, else mmreg's smooth gate sigmoid((sim − τ)/temperature).
+    rpm_reset_each_epoch, rpm_bias_correction: the authors reset the confidence history and
+      the redundancy EMA at each epoch (:94-95, locals of `train_epoch`) and do not
+      bias-correct the EMA; the opposites are mmreg's options.
+    eps: the authors' ε = 1e-12 (:101, :307) in S, the redundancy ratio, red_norm and d_⊥.
     probe_every: run the noise probe (one extra no-gradient encoder pass per modality, two
-      noisy copies) every this many steps, skipped steps cost nothing (`lax.cond`) and keep the
-      last normalised redundancy; 0 disables the probe (red_norm stays 1).
-    fused_loss, unimodal_losses: loss names in `loss_grads` (paper variant); unimodal losses
+      noisy copies) every this many steps (the authors: 1); skipped steps cost nothing
+      (`lax.cond`) and keep the last normalised redundancy; 0 disables it (red_norm stays 1).
+    fused_loss, unimodal_losses: loss names in `loss_grads` (subspace variant); unimodal losses
       default to the modality names, as `mmreg.classification_losses` names them.
     projection_tol: relative residual below which Gram–Schmidt treats a gradient as dependent.
 
   Extras used: `modality_logits`, `labels`, `features`, `epoch`, `encode_fn` and `inputs` (probe),
-  `key` (optional), `loss_grads` (paper variant).
+  `key` (optional), `loss_grads` (subspace variant).
+  Diagnostics: `applied_strength` = β·gate·trigger (what reaches the update), its factors
+  `beta`, `gate`, `trigger`, and `dominant`, `r`, `r_threshold`, `S`, `red`, `confidence`,
+  `similarity`, `shuffled_similarity` (0 unless gate="shuffled"), `tau`, `probed`.
   """
-  if variant not in VARIANTS:
-    raise ValueError(f"redreg: unknown variant {variant!r}; valid: {list(VARIANTS)}")
-  if probe_every < 0:
-    raise ValueError(f"redreg: probe_every must be >= 0, got {probe_every}")
-  if total_epochs < 1:
-    raise ValueError(f"redreg: total_epochs must be >= 1, got {total_epochs}")
-  paper = variant == "paper"
-  bias_correction, reset_each_epoch = paper, not paper
+  _check_options(variant, trigger, gate, probe_every, total_epochs)
+  subspace = variant == "subspace"
 
   def init_fn(params):
     _, mods = resolve_labels(param_labels, params, modalities, "redreg")
-    return RedRegState(rpm_init(len(mods), window), jax.tree.map(jnp.copy, params),
-                       -jnp.ones((), jnp.int32), jnp.zeros((), jnp.int32),
-                       jax.random.PRNGKey(seed), _diagnostics(len(mods)))
+    return RedRegState(rpm_init(len(mods), window), calibration_init(len(mods)),
+                       jax.tree.map(jnp.copy, params), -jnp.ones((), jnp.int32),
+                       jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed),
+                       _diagnostics(len(mods)))
 
   def update_fn(updates, state, params=None, **extra):
     labels, mods = resolve_labels(param_labels, updates, modalities, "redreg")
@@ -124,17 +173,16 @@ def redreg(param_labels: Any, *, total_epochs: int, variant: str = "paper",
     epoch = jnp.asarray(require(extra.get("epoch"), "epoch", "redreg",
                                 "anchors and the gate threshold are per epoch"), jnp.int32)
     unimodal = {m: (unimodal_losses or {}).get(m, m) for m in mods}
-    if paper:
-      loss_grads = extra.get("loss_grads")
+    loss_grads = extra.get("loss_grads")
+    if subspace:
       check_loss_stack(loss_grads, [fused_loss, *unimodal.values()], "redreg")
 
     new_epoch = epoch != state.anchor_epoch
     anchor = jax.lax.cond(new_epoch, lambda: jax.tree.map(jnp.copy, params),
                           lambda: state.anchor)
     rpm = state.rpm
-    if reset_each_epoch:
-      fresh = rpm_init(M, window)
-      rpm = jax.tree.map(lambda f, s: jnp.where(new_epoch, f, s), fresh, rpm)
+    if rpm_reset_each_epoch:
+      rpm = jax.tree.map(lambda f, s: jnp.where(new_epoch, f, s), rpm_init(M, window), rpm)
 
     confidence = modality_confidence(extra.get("modality_logits"), extra.get("labels"), mods,
                                      "redreg")
@@ -142,6 +190,7 @@ def redreg(param_labels: Any, *, total_epochs: int, variant: str = "paper",
     key, next_key = jax.random.split(state.key)
     if extra.get("key") is not None:
       key = extra["key"]
+    probe_key, shuffle_key = jax.random.split(key)
     probed = jnp.asarray(False)
     if probe_every > 0:
       encode_fn = require(extra.get("encode_fn"), "encode_fn", "redreg",
@@ -151,49 +200,80 @@ def redreg(param_labels: Any, *, total_epochs: int, variant: str = "paper",
       missing = [m for m in mods if m not in inputs]
       if missing:
         raise ValueError(f"redreg: `inputs` has no entry for {missing}; it holds {sorted(inputs)}")
-      probe_keys = jax.random.split(key, M)
+      probe_keys = jax.random.split(probe_key, M)
 
       def probe(r: RPMState) -> RPMState:
         red = jnp.stack([
-            noise_redundancy(lambda x, m=m: encode_fn(m, x), inputs[m], probe_keys[i], sigma)
+            noise_redundancy(lambda x, m=m: encode_fn(m, x), inputs[m], probe_keys[i], sigma,
+                             eps)
             for i, m in enumerate(mods)])
-        return push_redundancy(r, red, momentum, bias_correction)
+        return push_redundancy(r, red, momentum, rpm_bias_correction, eps)
 
       probed = (state.count % probe_every) == 0
       rpm = jax.lax.cond(probed, probe, lambda r: r, rpm)
-    signal = rpm_score(rpm, gamma)
+    signal = rpm_score(rpm, gamma, eps)
 
     dom = dominance(confidence)
     has_dom = dom.dominant >= 0
     dom_idx = jnp.maximum(dom.dominant, 0)
-    trigger = has_dom & (signal.score[dom_idx] > threshold)
-    similarity = cross_modal_similarity(extra.get("features"), mods)
+    calibration = state.calibration
+    if trigger == "calibrated":
+      ready = rpm.count > window  # before, S is the placeholder 1, not a growth rate
+      r_threshold = jnp.where(ready, calibrated_threshold(calibration, trigger_z, window)[dom_idx],
+                              jnp.inf)
+      pushed = push_score(calibration, signal.score, calibration_momentum)
+      calibration = jax.tree.map(lambda new, old: jnp.where(ready, new, old), pushed, calibration)
+    else:
+      r_threshold = jnp.asarray(threshold, jnp.float32)
+    fired = has_dom & (signal.score[dom_idx] > r_threshold)
+
+    similarity = cross_modal_similarity(extra.get("features"), mods, eps)
+    baseline = jnp.zeros((), jnp.float32)
+    gate_input = similarity
+    if gate == "shuffled":
+      baseline = shuffled_similarity(extra["features"], mods, shuffle_key, eps)
+      gate_input = excess_similarity(similarity, baseline, eps)
     tau = gate_threshold(epoch, total_epochs, tau_start, tau_end)
-    gate = coinformation_gate(similarity, tau, gate_temperature)
-    beta = jnp.where(trigger, beta_scale * jnp.exp(beta_c * jnp.tanh(dom.gap)), 0.0)
-    strength = beta * gate
+    gate_value = coinformation_gate(gate_input, tau, gate_temperature)
+    beta = jnp.where(has_dom, beta_scale * jnp.exp(beta_c * jnp.tanh(dom.gap)), 0.0)
+    strength = beta * gate_value * fired.astype(jnp.float32)
 
     flat_g, flat_p, flat_a = leaves(updates), leaves(params), leaves(anchor)
-    out = list(flat_g)
-    for i, m in enumerate(mods):
+    grad_leaves = leaves(loss_grads.grads) if subspace else None
+
+    def regulate(i: int, m: str):
       idx = [j for j, lab in enumerate(labels) if lab == m]
-      d = [flat_p[j] - flat_a[j] for j in idx]
-      if paper:
-        others = [fused_loss, *(unimodal[o] for o in mods if o != m)]
-        grad_leaves = leaves(loss_grads.grads)
-        vectors = [[grad_leaves[j][loss_grads.index(n)] for j in idx] for n in others]
-        d_perp = remove_span(d, vectors, projection_tol)
-      else:
-        d_perp = [remove_direction(dj, flat_g[j]) for dj, j in zip(d, idx, strict=True)]
-      c = jnp.where(dom.dominant == i, strength, 0.0)
-      for j, dp in zip(idx, d_perp, strict=True):
-        out[j] = flat_g[j] + c.astype(flat_g[j].dtype) * dp
+
+      def branch():
+        d = [flat_p[j] - flat_a[j] for j in idx]
+        if subspace:
+          others = [fused_loss, *(unimodal[o] for o in mods if o != m)]
+          vectors = [[grad_leaves[j][loss_grads.index(n)] for j in idx] for n in others]
+          d_perp = remove_span(d, vectors, projection_tol)
+        else:
+          d_perp = [remove_direction(dj, flat_g[j], eps) for dj, j in zip(d, idx, strict=True)]
+        out = list(flat_g)
+        for j, dp in zip(idx, d_perp, strict=True):
+          out[j] = (flat_g[j] + strength.astype(flat_g[j].dtype) * dp).astype(flat_g[j].dtype)
+        return out
+
+      return branch
+
+    # Branch M leaves the gradient untouched: no dominant modality or zero applied strength.
+    which = jnp.where(has_dom & (strength != 0), dom_idx, M)
+    out = jax.lax.switch(which, [*(regulate(i, m) for i, m in enumerate(mods)),
+                                 lambda: list(flat_g)])
 
     diagnostics = {"dominant": dom.dominant.astype(jnp.float32), "r": signal.score,
-                   "S": signal.growth, "red": signal.red_norm, "confidence": confidence,
-                   "similarity": similarity, "tau": tau, "gate": gate, "beta": beta,
-                   "trigger": trigger.astype(jnp.float32), "probed": probed.astype(jnp.float32)}
-    new_state = RedRegState(rpm, anchor, epoch, state.count + 1, next_key, diagnostics)
+                   "r_threshold": r_threshold.astype(jnp.float32),
+                   "trigger": fired.astype(jnp.float32), "S": signal.growth,
+                   "red": signal.red_norm, "confidence": confidence, "similarity": similarity,
+                   "shuffled_similarity": baseline, "tau": tau, "gate": gate_value,
+                   "beta": jnp.asarray(beta, jnp.float32),
+                   "applied_strength": jnp.asarray(strength, jnp.float32),
+                   "probed": probed.astype(jnp.float32)}
+    new_state = RedRegState(rpm, calibration, anchor, epoch, state.count + 1, next_key,
+                            diagnostics)
     return unflatten_like(updates, out), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

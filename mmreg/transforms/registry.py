@@ -36,8 +36,8 @@ def _on_stack(factory):
   return build
 
 
-def _redreg_reference(param_labels: Any, modalities: tuple[str, ...], **options):
-  return redreg(param_labels, modalities=modalities, variant="reference", **options)
+def _redreg_subspace(param_labels: Any, modalities: tuple[str, ...], **options):
+  return redreg(param_labels, modalities=modalities, variant="subspace", **options)
 
 
 def _agm(param_labels: Any, modalities: tuple[str, ...], **options: Any) -> Any:
@@ -69,9 +69,9 @@ def _spa_slerp_post(param_labels: Any, *, total_epochs: int, momentum: float = 0
 register_method("ogm_ge", _with_modalities(ogm_ge))
 register_method("inforeg", _with_modalities(inforeg))
 register_method("agm", _agm)
-register_method("redreg", _with_modalities(redreg), needs_loss_grads=True,
+register_method("redreg", _with_modalities(redreg), needs_total_epochs=True)
+register_method("redreg_subspace", _redreg_subspace, needs_loss_grads=True,
                 loss_grads_over="encoders", needs_total_epochs=True)
-register_method("redreg_reference", _redreg_reference, needs_total_epochs=True)
 register_method("mmpareto", _with_modalities(mmpareto), needs_loss_grads=True,
                 loss_grads_over="encoders")
 register_method("dgl", _with_modalities(dgl), needs_loss_grads=True)
