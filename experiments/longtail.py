@@ -7,7 +7,7 @@ n_c = ⌊120·IF^(−c/9)⌋; validation and test stay balanced (30 and 50 per c
 Methods (one linear fused head unless stated):
   ce         cross-entropy;
   etf_dr     fixed simplex-ETF head (`head="etf"`) trained with the dot-regression loss;
-  spa_proj   CE + SpA-Proj on the head's gradient (`mmreg.spa_proj`, paper variant);
+  spa_proj   CE + SpA-Proj on the head's gradient (`mmreg.spa_proj`, the authors' projection);
   spa_slerp  CE + SpA-SLERP after every step (`mmreg.spa_slerp_hook`);
   spa_reg    CE + λ·SpA-Reg (`mmreg.losses.spa_reg_loss`, stop-gradient on the centres).
 Reported on the balanced test set at the last epoch: overall, many/medium/few-shot accuracy

@@ -145,7 +145,8 @@ def make_transform(name: str, **options):
       "mgda": lambda: mmreg.mgda(**options),
       "mgda_ub": lambda: mmreg.mgda_ub(**options),
       "spa_proj": lambda: mmreg.spa_proj(labels, **options),
-      "spa_proj_reference": lambda: mmreg.spa_proj(labels, variant="reference", **options),
+      "spa_proj_conflict_only": lambda: mmreg.spa_proj(labels, variant="conflict_only",
+                                                        **options),
       "track_class_centres": lambda: mmreg.track_class_centres(labels, **options),
   }
   return factories[name]()
@@ -175,7 +176,7 @@ def jitted_two_steps(name: str, options: tuple = ()):
 
 
 TRANSFORMS = ["ogm_ge", "inforeg", "agm", "redreg", "redreg_subspace", "mmpareto", "dgl",
-              "pcgrad", "mgda", "mgda_ub", "spa_proj", "spa_proj_reference",
+              "pcgrad", "mgda", "mgda_ub", "spa_proj", "spa_proj_conflict_only",
               "track_class_centres"]
 
 

@@ -1,5 +1,5 @@
-"""SpA-Proj: project the classifier gradient so a step never turns a class weight away from
-its class centre (space alignment for long-tailed neural collapse, arXiv 2512.07844)."""
+"""SpA-Proj: project the classifier gradient toward the class centres (space alignment for
+long-tailed neural collapse, arXiv 2512.07844; code smithgun2005/SpaceAlignmentLongTail)."""
 
 from __future__ import annotations
 
@@ -31,19 +31,20 @@ class SpAProjState(NamedTuple):
 
 
 def project_toward_centres(grad: jax.Array, kernel: jax.Array, centred: jax.Array,
-                           seen: jax.Array, *, variant: str = "paper", gamma: float = 0.6,
+                           seen: jax.Array, *, variant: str = "authors", gamma: float = 0.6,
                            eps: float = 1e-8) -> tuple[jax.Array, jax.Array]:
   """Project a `[d, K]` kernel gradient, column by column; returns (gradient, conflict `[K]`).
 
   For class c with gradient g, ŵ = w_c/‖w_c‖, m = normalize(μ_c − μ̄):
   d = normalize(m − (m·ŵ)ŵ) (the tangent direction from ŵ toward m); a descent step −g moves
   ŵ away from m iff g·d > 0 (a conflict).
-  * paper: g ← g − max(g·d, 0)·d. Only the conflicting component is removed, so −g never
-    turns ŵ away from m (to first order) and nothing else changes.
-  * reference (the authors' trainer): g_t = g − (g·ŵ)ŵ; if g_t·d > 0: g_t ← g_t − (g_t·d)d;
-    g ← (1−γ)·g_t + γ·g. The conflicting component is only scaled by γ, and the radial
-    component by γ too.
-  Unseen classes keep their gradient.
+  * authors (default; smithgun2005/SpaceAlignmentLongTail SpA_Proj/trainer.py:215-226):
+    g_t = g − (g·ŵ)ŵ; if g_t·d > 0: g_t ← g_t − (g_t·d)d; g ← (1−γ)·g_t + γ·g. The
+    conflicting component is only scaled by γ (and the radial one too), so a descent step can
+    still turn ŵ away from m, at γ times the unprojected rate.
+  * conflict_only (mmreg's): g ← g − max(g·d, 0)·d. Only the conflicting component is removed,
+    so −g never turns ŵ away from m (to first order) and nothing else changes; classes not
+    yet seen keep their gradient.
   """
   grad = grad.astype(jnp.float32)
   w_hat = l2_normalize(kernel.T, eps).T  # overflow-safe x / max(‖x‖, ε)
@@ -52,19 +53,19 @@ def project_toward_centres(grad: jax.Array, kernel: jax.Array, centred: jax.Arra
   d = l2_normalize(d.T, eps).T
   along = jnp.sum(grad * d, axis=0, keepdims=True)
   conflict = (along > 0) & seen[None, :]
-  if variant == "paper":
+  if variant == "conflict_only":
     new = grad - jnp.where(conflict, along, 0.0) * d
-  elif variant == "reference":
+  elif variant == "authors":
     tangent = grad - jnp.sum(grad * w_hat, axis=0, keepdims=True) * w_hat
     tangent = tangent - jnp.where(conflict, along, 0.0) * d
     new = jnp.where(seen[None, :], (1.0 - gamma) * tangent + gamma * grad, grad)
   else:
-    raise ValueError(f"variant={variant!r}; use 'paper' or 'reference'")
+    raise ValueError(f"variant={variant!r}; use 'authors' or 'conflict_only'")
   return new, conflict[0]
 
 
 def spa_proj(param_labels: LabelsOrFn, *, head_label: str = "head", momentum: float = 0.9,
-             variant: Literal["paper", "reference"] = "paper", gamma: float = 0.6
+             variant: Literal["authors", "conflict_only"] = "authors", gamma: float = 0.6
              ) -> optax.GradientTransformationExtraArgs:
   """SpA-Proj on the classifier kernel's gradient (see `project_toward_centres`).
 
@@ -73,20 +74,24 @@ def spa_proj(param_labels: LabelsOrFn, *, head_label: str = "head", momentum: fl
       kernel is the one 2-D leaf labelled `head_label`, in Flax layout `[d, K]`.
     head_label: label of the classifier kernel ("head" for the fused head of a
       `MultimodalClassifier`, which is also the head of a one-modality model).
-    momentum: EMA β of the class centres.
-    variant: "paper" (remove the conflicting component) or "reference" (the authors' trainer:
-      centres start at 0, mixing with γ).
-    gamma: γ of the reference variant.
+    momentum: EMA β of the class centres, 0.9 (trainer.py:32, :47; centres start at 0, :37).
+    variant: "authors" (default: the released trainer's projection mixed with γ, centres from
+      0, every class projected) or "conflict_only" (mmreg's: remove only the conflicting
+      component, centres start at a class's first batch mean, unseen classes untouched).
+    gamma: γ of the authors' mix, 0.6 (trainer.py:212).
+
+  The released trainer projects `fc` but evaluates `fc_cb` and selects on the test set
+  (docs/methods.md#spa-proj); mmreg projects the head it trains and evaluates.
 
   Extra args used: `penultimate` `[B, d]`, the features fed to the classifier (for a
   `MultimodalClassifier`, `ModelOutput.fused`), and `labels` `[B]`. `params` is required.
   Centres are updated with the batch before the projection.
   """
-  if variant not in ("paper", "reference"):
-    raise ValueError(f"variant={variant!r}; use 'paper' or 'reference'")
+  if variant not in ("authors", "conflict_only"):
+    raise ValueError(f"variant={variant!r}; use 'authors' or 'conflict_only'")
   if not 0.0 <= gamma <= 1.0:
     raise ValueError(f"gamma={gamma} must lie in [0, 1]")
-  init_mode = "first" if variant == "paper" else "zero"
+  init_mode = "first" if variant == "conflict_only" else "zero"
 
   def init_fn(params):
     leaves = jax.tree.leaves(params)
@@ -111,7 +116,7 @@ def spa_proj(param_labels: LabelsOrFn, *, head_label: str = "head", momentum: fl
                        f"but the classifier kernel is {tuple(kernel.shape)} ([d, K])")
     centres, centred = update_class_centres(state.centres, penultimate, labels,
                                             momentum=momentum, init=init_mode)
-    seen = centres.seen if variant == "paper" else jnp.ones_like(centres.seen)
+    seen = centres.seen if variant == "conflict_only" else jnp.ones_like(centres.seen)
     grad, conflict = project_toward_centres(leaves[index], kernel, centred.astype(kernel.dtype),
                                             seen, variant=variant, gamma=gamma)
     leaves[index] = grad.astype(leaves[index].dtype)
