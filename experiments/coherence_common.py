@@ -115,9 +115,6 @@ def plot_bands(series: Mapping[str, tuple[Sequence[float], Sequence[dict[str, fl
                path: Path, *, title: str, xlabel: str, ylabel: str,
                hline: tuple[float, str] | None = None) -> Path:
   """Mean curves with shaded 95% intervals over seeds: `{name: (x, [mean_ci dict per x])}`."""
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
