@@ -35,15 +35,18 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, doc: str,
   prints `doc` and the flags, then exits.
 
   `config_argv` is the list given as `sys_argv` to `config_flags.DEFINE_config_file`: it is
-  filled with `argv` first, as the config flag reads its `--config.<field>` overrides there.
+  filled with `argv` first, as the config flag reads its `--config.<field>` overrides there
+  (and registers a flag for each, which is dropped before the next parse).
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   prog = Path(sys.argv[0]).name
   if any(a in HELP_FLAGS for a in argv):
-    print(f"{doc.strip()}\n\nFlags:\n{flag_values.get_help()}")
+    print(f"{doc.strip()}\n\nFlags:\n{flag_values.get_help(include_special_flags=False)}")
     raise SystemExit(0)
   if config_argv is not None:
     config_argv[:] = [prog, *argv]
+    for name in [n for n in flag_values if n.startswith("config.")]:  # an earlier parse's
+      delattr(flag_values, name)
   flag_values.unparse_flags()
   try:
     rest = flag_values([prog, *argv])
