@@ -106,6 +106,10 @@ def packaged_config(argv: Sequence[str] | None, folder: Path, default: str) -> l
   mmreg) when no such file exists where the command runs, and `--config=<folder>/<default>`
   first when `argv` names no config."""
   argv = list(sys.argv[1:] if argv is None else argv)
+  for i in range(len(argv) - 1):  # `--config <file>` as `--config=<file>`
+    if argv[i] == "--config":
+      argv[i:i + 2] = [f"--config={argv[i + 1]}"]
+      break
   given = [i for i, a in enumerate(argv) if a.startswith("--config=")]
   for i in given:
     path, sep, rest = argv[i].removeprefix("--config=").partition(":")

@@ -79,6 +79,8 @@ def test_config_names_resolve_to_the_shipped_configs(tmp_path, monkeypatch):
   assert cli.packaged_config([], shipped, "default.py") == [f"--config={shipped}/default.py"]
   assert cli.packaged_config(["--config=audio_visual.py:ave", "--x=1"], shipped, "default.py") \
       == [f"--config={shipped}/audio_visual.py:ave", "--x=1"]
+  assert cli.packaged_config(["--config", "default.py", "--config.seed=1"], shipped, "x") == [
+      f"--config={shipped}/default.py", "--config.seed=1"]
   (tmp_path / "default.py").write_text("")  # a file where the command runs comes first
   assert cli.packaged_config(["--config=default.py"], shipped, "default.py") == [
       "--config=default.py"]
