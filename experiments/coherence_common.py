@@ -62,7 +62,7 @@ class Trainer:
     if self._step is None:
       self._step = make_train_step(graphdef, self.loss_spec, tx,
                                    steps_per_epoch=steps_per_epoch(len(data), s.batch_size))
-    key, best = jax.random.PRNGKey(seed + 10_000), None
+    key, best = jax.random.key(seed + 10_000), None
     for epoch in range(s.epochs):
       for batch in iterate_batches(data, s.batch_size, seed=seed, epoch=epoch):
         if self.dropout > 0:

@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:
 
 
 def with_noise(data, severity: float, seed: int):
-  noisy = gaussian_noise(jax.random.PRNGKey(seed), data.as_batch(), severity)
+  noisy = gaussian_noise(jax.random.key(seed), data.as_batch(), severity)
   return data.replace(inputs={m: np.asarray(x) for m, x in inputs_of(noisy).items()})
 
 
