@@ -1,7 +1,8 @@
 """Cross-view retrieval on mfeat from an InfoNCE-trained shared space, against chance and a
 closed-form linear CCA baseline.
 
-  python -m experiments.alignment [--out runs/alignment] [--seeds 5] [--epochs 40]
+  mmreg-alignment [--workdir=runs/alignment] [--seeds=5] [--epochs=40] [--views=fou,pix]
+  python -m experiments.alignment ...   (in a checkout)
 
 For each seed (its own stratified split and initialisation):
   - "infonce": MLP encoders + linear projectors trained with the symmetric InfoNCE loss and a
@@ -14,36 +15,45 @@ For each seed (its own stratified split and initialisation):
 Test-set retrieval in both directions (query view → gallery view): class-level R@1, R@5, mAP
 and NDCG@10 (a hit is a gallery item of the query's class; chance R@1 is the class frequency,
 ≈ 0.10), instance-level R@1 and R@10 (the hit is the query's own pair; chance 1/N), and
-paired/unpaired cosine statistics. Writes results.json and retrieval.png into --out.
+paired/unpaired cosine statistics. Writes results.json and retrieval.png into --workdir.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+from absl import flags
 
-from experiments.coherence_common import Setup, Trainer, plot_bands, predict, summarize
+from mmreg import cli as cli_lib
 from mmreg import metrics
 from mmreg.data import MFEAT_VIEWS, load_mfeat
 from mmreg.losses import LossSpec, alignment_term, prototype_term
 from mmreg.train.results import plot_bars, write_json
 
+from .coherence_common import Setup, Trainer, plot_bands, predict, summarize
+
 CCA_DIMS = (9, 16, 32)
 CCA_RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
 
+FLAGS = flags.FlagValues()
+cli_lib.define_workdir(FLAGS, "runs/alignment", "Output folder.")
+flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 40, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, flag_values=FLAGS)
+cli_lib.define_choices(FLAGS, "views", ("fou", "pix"), tuple(MFEAT_VIEWS),
+                       "The two mfeat views to align.")
+flags.register_validator("views", lambda v: len(set(v)) == 2,
+                         message="--views takes two different views, e.g. --views=fou,pix",
+                         flag_values=FLAGS)
 
-def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--out", default="runs/alignment")
-  p.add_argument("--seeds", type=int, default=5)
-  p.add_argument("--epochs", type=int, default=40)
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--views", nargs=2, default=("fou", "pix"), choices=list(MFEAT_VIEWS))
-  return p.parse_args(argv)
+
+def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:
+  return cli_lib.parse(FLAGS, argv, __doc__)
 
 
 def _inv_sqrt(c: np.ndarray) -> np.ndarray:
@@ -107,9 +117,9 @@ def run_cca(splits, views) -> tuple[dict[str, float], dict[str, float]]:
   return evaluate(test, splits.test.labels, views), {"dim": dim, "ridge": ridge}
 
 
-def main(argv=None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
   args = parse_args(argv)
-  out_dir = Path(args.out)
+  out_dir = Path(args.workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
   views = tuple(args.views)
   dims = {v: MFEAT_VIEWS[v] for v in views}
@@ -172,5 +182,10 @@ def main(argv=None) -> dict:
   return results
 
 
+def cli() -> None:
+  """The `mmreg-alignment` command."""
+  cli_lib.run(main)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

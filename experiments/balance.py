@@ -8,30 +8,33 @@ zero-filled through the model's presence mask), step time, and the paired differ
 training on the same seeds (a method "beats joint" when that interval lies above zero). Model
 selection uses the validation split only (best validation epoch); the test split is read once.
 
-  python -m experiments.balance                        # default: small, a few minutes on 2 cores
-  python -m experiments.balance --methods joint,redreg,ogm_ge --datasets mfeat:pix+mor \\
-      --seeds 5 --epochs 10 --out runs/balance
-  python -m experiments.balance --dataset crema_d --data_dir ~/tensorflow_datasets \\
-      --encoder resnet --methods joint,ogm_ge,mmpareto,redreg   # files you placed
+  mmreg-balance                        # default: small, a few minutes on 2 cores
+  mmreg-balance --methods=joint,redreg,ogm_ge --datasets=mfeat:pix+mor \\
+      --seeds=5 --epochs=10 --workdir=runs/balance
+  mmreg-balance --dataset=crema_d --data_dir=~/tensorflow_datasets \\
+      --encoder=resnet --methods=joint,ogm_ge,mmpareto,redreg   # files you placed
+  python -m experiments.balance ...    # in a checkout
 
-Writes results.json, results.md, accuracy.png and redreg_diagnostics.png under --out.
+Writes results.json, results.md, accuracy.png and redreg_diagnostics.png under --workdir.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
 import mmreg
+from mmreg import cli as cli_lib
 from mmreg.data import (
   CompetitionConfig,
   eval_batches,
@@ -274,9 +277,6 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   datasets = list(results["datasets"])
@@ -324,43 +324,44 @@ def plot(results: dict[str, Any], out: Path) -> None:
   plt.close(fig)
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--methods", default=",".join(ALL_METHODS),
-                 help=f"comma-separated subset of {','.join(ALL_METHODS)}")
-  p.add_argument("--datasets", "--dataset", default=",".join(DEFAULT_DATASETS),
-                 help="comma-separated mfeat:<view>+<view>, competition:<easy_scale>, "
-                      f"{', '.join(AUDIO_VISUAL)}")
-  p.add_argument("--data_dir", default="", help="TFDS data folder of an audio-visual dataset")
-  p.add_argument("--manual_dir", default=None, help="where the release's files were placed")
-  p.add_argument("--av_config", default="small", help="audio-visual builder config: "
-                 "'small' (64-px frames), 'default' (224 px), or a JSON dict of AVConfig fields")
-  p.add_argument("--val_fraction", type=float, default=0.1,
-                 help="validation share carved from train when a release has no val split")
-  p.add_argument("--encoder", default="auto", help="encoder kind: auto (MLP for vectors, "
-                 "conv for spectrograms/frames), mlp, conv1d, conv2d, resnet")
-  p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
-  p.add_argument("--epochs", type=int, default=6)
-  p.add_argument("--batch-size", type=int, default=64)
-  p.add_argument("--lr", type=float, default=0.02)
-  p.add_argument("--out", default="runs/balance")
-  args = p.parse_args(argv)
-  args.methods = [m for m in args.methods.split(",") if m]
-  unknown = sorted(set(args.methods) - set(ALL_METHODS))
-  if unknown:
-    p.error(f"unknown methods {unknown}; choose from {list(ALL_METHODS)}")
-  args.datasets = [d for d in args.datasets.split(",") if d]
+FLAGS = flags.FlagValues()
+cli_lib.define_choices(FLAGS, "methods", ALL_METHODS, ALL_METHODS, "Methods to run.")
+flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Comma-separated mfeat:<view>+<view>, "
+                  f"competition:<easy_scale>, {', '.join(AUDIO_VISUAL)}.", flag_values=FLAGS)
+flags.DEFINE_alias("dataset", "datasets", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", "", "TFDS data folder of an audio-visual dataset.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("manual_dir", None, "Where the release's files were placed.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("av_config", "small", "Audio-visual builder config: 'small' (64-px "
+                    "frames), 'default' (224 px), or a JSON dict of AVConfig fields.",
+                    flag_values=FLAGS)
+flags.DEFINE_float("val_fraction", 0.1, "Validation share carved from train when a release "
+                   "has no val split.", lower_bound=0, upper_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("encoder", "auto", "Encoder kind: auto (MLP for vectors, conv for "
+                    "spectrograms/frames), mlp, conv1d, conv2d, resnet.", flag_values=FLAGS)
+flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1); at least 2 for a confidence "
+                     "interval.", lower_bound=2, flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 6, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_float("lr", 0.02, "SGD learning rate (momentum 0.9).", flag_values=FLAGS)
+cli_lib.define_workdir(FLAGS, "runs/balance", "Output folder.")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:
+  args = cli_lib.parse(FLAGS, argv, __doc__)
   if args.av_config.startswith("{"):
-    args.av_config = json.loads(args.av_config)
-  if args.seeds < 2:
-    p.error("--seeds must be at least 2 for a confidence interval")
+    try:
+      args.av_config = json.loads(args.av_config)
+    except json.JSONDecodeError as e:
+      cli_lib.fail(f"--av_config is not valid JSON ({e})")
   args.seeds = list(range(args.seeds))
   return args
 
 
-def main(argv=None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  out = Path(args.out)
+  out = Path(args.workdir)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
   results = run(args)
@@ -373,5 +374,10 @@ def main(argv=None) -> dict[str, Any]:
   return results
 
 
+def cli() -> None:
+  """The `mmreg-balance` command."""
+  cli_lib.run(main)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

@@ -62,7 +62,7 @@ class Trainer:
     if self._step is None:
       self._step = make_train_step(graphdef, self.loss_spec, tx,
                                    steps_per_epoch=steps_per_epoch(len(data), s.batch_size))
-    key, best = jax.random.PRNGKey(seed + 10_000), None
+    key, best = jax.random.key(seed + 10_000), None
     for epoch in range(s.epochs):
       for batch in iterate_batches(data, s.batch_size, seed=seed, epoch=epoch):
         if self.dropout > 0:
@@ -115,9 +115,6 @@ def plot_bands(series: Mapping[str, tuple[Sequence[float], Sequence[dict[str, fl
                path: Path, *, title: str, xlabel: str, ylabel: str,
                hline: tuple[float, str] | None = None) -> Path:
   """Mean curves with shaded 95% intervals over seeds: `{name: (x, [mean_ci dict per x])}`."""
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)

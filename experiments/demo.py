@@ -4,26 +4,33 @@ Trains a unimodal model on each of the six mfeat views (so the pair's imbalance 
 measured, not assumed) and joint training on the pair `fou` + `pix`, over several seeds,
 and reports test accuracy, macro-F1, per-modality accuracy (auxiliary heads) and wall time.
 
-  python -m experiments.demo [--seeds=3] [--epochs=20] [--outdir=runs/demo]
+  mmreg-demo [--seeds=3] [--epochs=20] [--workdir=runs/demo]
+  python -m experiments.demo ...   (in a checkout)
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments.configs.default import get_config
+from mmreg import cli as cli_lib
 from mmreg.data.mfeat import MFEAT_VIEWS
 from mmreg.train.loop import train_and_evaluate
 from mmreg.train.results import mean_ci, plot_bars, plot_curves, read_jsonl, write_json
 
+from .configs.default import get_config
+
 PAIR = ("fou", "pix")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds per configuration.")
-_EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs per run.")
-_OUTDIR = flags.DEFINE_string("outdir", "runs/demo", "Parent output folder; each run of the "
-                              "demo writes a new time-stamped folder inside it.")
+FLAGS = flags.FlagValues()
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds per configuration.", lower_bound=1,
+                              flag_values=FLAGS)
+_EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs per run.", lower_bound=1,
+                               flag_values=FLAGS)
+_WORKDIR = cli_lib.define_workdir(FLAGS, "runs/demo", "Parent output folder; each run of the "
+                                  "demo writes a new time-stamped folder inside it.")
 
 
 def run_demo(outdir: Path, seeds: int, epochs: int) -> dict:
@@ -77,10 +84,10 @@ def write_report(outdir: Path, summary: dict, seeds: int, epochs: int, wall: flo
               xlabel="epoch", ylabel="val accuracy")
 
 
-def main(argv: list[str]) -> None:
-  del argv
+def main(argv: Sequence[str] | None = None) -> dict:
+  cli_lib.parse(FLAGS, argv, __doc__)
   logging.set_verbosity(logging.WARNING)
-  outdir = Path(_OUTDIR.value) / time.strftime("%Y%m%d-%H%M%S")
+  outdir = Path(_WORKDIR.value) / time.strftime("%Y%m%d-%H%M%S")
   start = time.perf_counter()
   summary = run_demo(outdir, _SEEDS.value, _EPOCHS.value)
   wall = time.perf_counter() - start
@@ -92,7 +99,13 @@ def main(argv: list[str]) -> None:
           f"   {s['test_macro_f1']['mean']:.4f}   {mods}")
   print(f"\nwall time {wall:.1f} s")
   print(f"output folder: {outdir.absolute()}")
+  return summary
+
+
+def cli() -> None:
+  """The `mmreg-demo` command."""
+  cli_lib.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

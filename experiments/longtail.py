@@ -14,15 +14,15 @@ Reported on the balanced test set at the last epoch: overall, many/medium/few-sh
 (`mmreg.data.shot_thresholds(120)`: many > 24, few < 4.8 training samples), and NC metrics of
 the training features over training (`mmreg.metrics.neural_collapse`).
 
-  python -m experiments.longtail [--seeds=5] [--epochs=20] [--ifs=10,50,100]
-      [--outdir=runs/longtail]
+  mmreg-longtail [--seeds=5] [--epochs=20] [--ifs=10,50,100] [--workdir=runs/longtail]
+  python -m experiments.longtail ...   (in a checkout)
 Writes results.json, accuracy.png, alignment.png and nc_curves.png under the output folder.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
 import mmreg
+from mmreg import cli as cli_lib
 from mmreg.data import (
     eval_batches,
     group_accuracy,
@@ -52,13 +53,17 @@ DATASETS = {"mfeat": ("fou", "pix"), "mfeat_fou": ("fou",)}
 METHODS = ("ce", "etf_dr", "spa_proj", "spa_slerp", "spa_reg")
 N_MAX = 120
 
-_SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per (dataset, IF, method).")
-_EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs per run.")
-_IFS = flags.DEFINE_list("ifs", ["10", "50", "100"], "Imbalance factors.")
-_DATASETS = flags.DEFINE_list("datasets", list(DATASETS), "Datasets to run.")
-_METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
-_NC_EVERY = flags.DEFINE_integer("nc_every", 5, "Epochs between NC measurements.")
-_OUTDIR = flags.DEFINE_string("outdir", "runs/longtail", "Output folder.")
+FLAGS = flags.FlagValues()
+_SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per (dataset, IF, method).", lower_bound=1,
+                              flag_values=FLAGS)
+_EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs per run.", lower_bound=1,
+                               flag_values=FLAGS)
+flags.DEFINE_list("ifs", ["10", "50", "100"], "Imbalance factors.", flag_values=FLAGS)
+_DATASETS = cli_lib.define_choices(FLAGS, "datasets", DATASETS, DATASETS, "Datasets to run.")
+_METHODS = cli_lib.define_choices(FLAGS, "methods", METHODS, METHODS, "Methods to run.")
+_NC_EVERY = flags.DEFINE_integer("nc_every", 5, "Epochs between NC measurements.",
+                                 lower_bound=1, flag_values=FLAGS)
+_WORKDIR = cli_lib.define_workdir(FLAGS, "runs/longtail", "Output folder.")
 
 HPARAMS = {"batch_size": 32, "hidden": (64,), "feature_dim": 32, "spa_reg_weight": 1.0,
            "slerp_alpha": 0.1, "slerp_threshold": 0.9,
@@ -179,9 +184,6 @@ def summarize(runs: dict[str, list[dict]], thresholds) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any], outdir: Path) -> list[Path]:
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   paths = []
@@ -289,10 +291,10 @@ def run_longtail(outdir: Path, *, seeds: int, epochs: int, ifs: list[float],
   return payload
 
 
-def main(argv):
-  del argv
-  payload = run_longtail(Path(_OUTDIR.value), seeds=_SEEDS.value, epochs=_EPOCHS.value,
-                         ifs=[float(i) for i in _IFS.value], datasets=_DATASETS.value,
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  cli_lib.parse(FLAGS, argv, __doc__)
+  payload = run_longtail(Path(_WORKDIR.value), seeds=_SEEDS.value, epochs=_EPOCHS.value,
+                         ifs=cli_lib.float_list(FLAGS, "ifs"), datasets=_DATASETS.value,
                          methods=_METHODS.value, nc_every=_NC_EVERY.value)
   for ds, by_if in payload["results"].items():
     for imb, entry in by_if.items():
@@ -301,7 +303,13 @@ def main(argv):
                  for g in ("overall", "many", "medium", "few") if g in s]
         print(f"{ds:9s} IF={imb:<4s} {method:9s} " + "  ".join(cells) +
               f"  tail-cos {s['tail_alignment_cosine']['mean']:.3f}")
+  return payload
+
+
+def cli() -> None:
+  """The `mmreg-longtail` command."""
+  cli_lib.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

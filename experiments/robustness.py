@@ -1,6 +1,7 @@
 """Robustness of joint vs coherence-guided training on two mfeat views.
 
-  python -m experiments.robustness [--out runs/robustness] [--seeds 5] [--epochs 25]
+  mmreg-robustness [--workdir=runs/robustness] [--seeds=5] [--epochs=25]
+  python -m experiments.robustness ...   (in a checkout)
 
 Over ≥ 5 seeds (each its own stratified split and initialisation), tiny MLPs are trained
 with plain joint training (fused + unimodal cross-entropy) and with the coherence-guided
@@ -16,27 +17,21 @@ distillation from the teacher view + latent imputation). Reported, mean and 95% 
       samples (student uncertainty × cross-view disagreement) are relabelled from the clean
       labels, against relabelling random samples;
   cross-view retrieval (class-level R@1, R@5, mAP) from the shared latents.
-Writes results.json and PNG plots into --out.
+Writes results.json and PNG plots into --workdir.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import numpy as np
+from absl import flags
 
-from experiments.coherence_common import (
-    Setup,
-    Trainer,
-    accuracy_of,
-    plot_bands,
-    predict,
-    set_train_feature_means,
-    summarize,
-)
+from mmreg import cli as cli_lib
 from mmreg import metrics
 from mmreg.data import (
     MFEAT_VIEWS,
@@ -51,31 +46,59 @@ from mmreg.data import (
 from mmreg.losses import classification_losses, coherence_losses, prototype_uncertainty
 from mmreg.train.results import plot_bars, write_json
 
+from .coherence_common import (
+    Setup,
+    Trainer,
+    accuracy_of,
+    plot_bands,
+    predict,
+    set_train_feature_means,
+    summarize,
+)
+
 METHODS = ("joint", "joint+dropout", "coherence")
 FILLS = {"joint": ("zero", "mean"), "joint+dropout": ("zero",),
          "coherence": ("zero", "mean", "impute")}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--out", default="runs/robustness")
-  p.add_argument("--seeds", type=int, default=5)
-  p.add_argument("--epochs", type=int, default=25)
-  p.add_argument("--views", nargs=2, default=("fou", "pix"), choices=list(MFEAT_VIEWS))
-  p.add_argument("--teacher", default="pix", help="the strong view that teaches the other")
-  p.add_argument("--severities", type=float, nargs="+", default=(0.0, 0.5, 1.0, 1.5, 2.0))
-  p.add_argument("--missing", type=float, nargs="+", default=(0.0, 0.25, 0.5, 0.75, 1.0))
-  p.add_argument("--label-noise", type=float, nargs="+", default=(0.0, 0.2, 0.4))
-  p.add_argument("--al-noise", type=float, default=0.4, help="label-noise rate for (d)")
-  p.add_argument("--al-rounds", type=int, default=3)
-  p.add_argument("--al-budget", type=float, default=0.1, help="fraction relabelled per round")
-  p.add_argument("--dropout", type=float, default=0.3,
-                 help="per-sample modality dropout of joint+dropout and coherence training")
-  return p.parse_args(argv)
+FLAGS = flags.FlagValues()
+cli_lib.define_workdir(FLAGS, "runs/robustness", "Output folder.")
+flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 25, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
+cli_lib.define_choices(FLAGS, "views", ("fou", "pix"), tuple(MFEAT_VIEWS),
+                       "The two mfeat views.")
+flags.register_validator("views", lambda v: len(set(v)) == 2,
+                         message="--views takes two different views, e.g. --views=fou,pix",
+                         flag_values=FLAGS)
+flags.DEFINE_enum("teacher", "pix", list(MFEAT_VIEWS),
+                  "The strong view that teaches the other (one of --views).", flag_values=FLAGS)
+flags.DEFINE_list("severities", ["0", "0.5", "1", "1.5", "2"],
+                  "Gaussian noise severities (x feature std) for (a).", flag_values=FLAGS)
+flags.DEFINE_list("missing", ["0", "0.25", "0.5", "0.75", "1"],
+                  "Fractions of test samples missing a view for (b).", flag_values=FLAGS)
+flags.DEFINE_list("label_noise", ["0", "0.2", "0.4"], "Symmetric label-noise rates for (c).",
+                  flag_values=FLAGS)
+flags.DEFINE_float("al_noise", 0.4, "Label-noise rate for (d).", lower_bound=0, upper_bound=1,
+                   flag_values=FLAGS)
+flags.DEFINE_integer("al_rounds", 3, "Relabelling rounds for (d).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_float("al_budget", 0.1, "Fraction relabelled per round.", lower_bound=0,
+                   upper_bound=1, flag_values=FLAGS)
+flags.DEFINE_float("dropout", 0.3, "Per-sample modality dropout of joint+dropout and "
+                   "coherence training.", lower_bound=0, upper_bound=1, flag_values=FLAGS)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:
+  args = cli_lib.parse(FLAGS, argv, __doc__)
+  for name in ("severities", "missing", "label_noise"):
+    setattr(args, name, cli_lib.float_list(FLAGS, name))
+  if args.teacher not in args.views:
+    cli_lib.fail(f"--teacher={args.teacher} must be one of --views={','.join(args.views)}")
+  return args
 
 
 def with_noise(data, severity: float, seed: int):
-  noisy = gaussian_noise(jax.random.PRNGKey(seed), data.as_batch(), severity)
+  noisy = gaussian_noise(jax.random.key(seed), data.as_batch(), severity)
   return data.replace(inputs={m: np.asarray(x) for m, x in inputs_of(noisy).items()})
 
 
@@ -124,13 +147,11 @@ def active_learning(trainer: Trainer, splits, seed: int, args, student: str, vie
   return {"accuracy": accuracy, "selected_noisy_fraction": hit_rate, "noise_left": noise_left}
 
 
-def main(argv=None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
   args = parse_args(argv)
-  out_dir = Path(args.out)
+  out_dir = Path(args.workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
   views = tuple(args.views)
-  if args.teacher not in views:
-    raise ValueError(f"--teacher {args.teacher!r} must be one of --views {views}")
   student = next(v for v in views if v != args.teacher)
   setup = Setup(epochs=args.epochs)
   dims = {v: MFEAT_VIEWS[v] for v in views}
@@ -260,5 +281,10 @@ def print_summary(results) -> None:
           "| ratio", f"{t['ratio_coherence_impute_to_joint_zero']:.2f}")
 
 
+def cli() -> None:
+  """The `mmreg-robustness` command."""
+  cli_lib.run(main)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

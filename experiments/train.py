@@ -1,40 +1,51 @@
-"""Train one config: `python -m experiments.train --config experiments/configs/default.py
---config.train.epochs=5 --workdir runs/x`. Restarting the same command resumes.
+"""Train one config: `mmreg-train --config=default.py --config.train.epochs=5 --workdir=runs/x`
+(in a checkout also `python -m experiments.train --config=experiments/configs/default.py ...`).
+Restarting the same command resumes.
 
-Fields of the config file are overridden as `--config.<path>=value`. Method and dataset
-options that the config file does not list are added as JSON:
+`--config` is a Python config file with get_config(); a file name that does not exist where the
+command runs is read from the configs shipped with mmreg (default.py, audio_visual.py:<dataset>).
+Fields of the config are overridden as `--config.<path>=value`. Method and dataset options that
+the config file does not list are added as JSON:
 `--method_options='{"alpha": 0.5}' --data_options='{"imbalance_factor": 50}'`.
 """
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from mmreg import cli as cli_lib
 from mmreg.train.loop import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/default.py",
-                                          "Python config file with get_config().")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/train", "Output folder (resumes if it holds "
-                               "the same run).")
+CONFIGS = Path(__file__).parent / "configs"
+FLAGS = flags.FlagValues()
+_ARGV: list[str] = []  # the arguments being parsed, where the config flag reads its overrides
+_CONFIG = config_flags.DEFINE_config_file("config", str(CONFIGS / "default.py"),
+                                          "Python config file with get_config().",
+                                          flag_values=FLAGS, sys_argv=_ARGV)
+_WORKDIR = cli_lib.define_workdir(FLAGS, "runs/train", "Output folder (resumes if it holds "
+                                  "the same run).")
 _METHOD_OPTIONS = flags.DEFINE_string("method_options", "{}", "JSON dict merged into "
-                                      "config.method.options.")
+                                      "config.method.options.", flag_values=FLAGS)
 _DATA_OPTIONS = flags.DEFINE_string("data_options", "{}", "JSON dict merged into "
-                                    "config.data.options.")
+                                    "config.data.options.", flag_values=FLAGS)
 
 
 def _json_dict(flag: str, text: str) -> dict:
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:
-    raise app.UsageError(f"--{flag} is not valid JSON ({e}); e.g. '{{\"alpha\": 0.5}}'") from e
+    cli_lib.fail(f"--{flag} is not valid JSON ({e}); e.g. '{{\"alpha\": 0.5}}'")
   if not isinstance(value, dict):
-    raise app.UsageError(f"--{flag} must be a JSON object, got {text!r}")
+    cli_lib.fail(f"--{flag} must be a JSON object, got {text!r}")
   return value
 
 
-def main(argv: list[str]) -> None:
-  del argv
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  cli_lib.parse(FLAGS, cli_lib.packaged_config(argv, CONFIGS, "default.py"), __doc__, _ARGV)
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   with config.unlocked():
@@ -45,7 +56,13 @@ def main(argv: list[str]) -> None:
   print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  "
         f"per modality {test['modality_accuracy']}")
   print(f"output folder: {results['workdir'].absolute()}")
+  return results
+
+
+def cli() -> None:
+  """The `mmreg-train` command."""
+  cli_lib.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -36,8 +36,6 @@ for name in ("AtomicRenameTemporaryPath", "CommitFileTemporaryPath"):
   if hasattr(atomicity, name):
     _patch(getattr(atomicity, name))
 
-from absl import app  # noqa: E402
-
 from experiments import train  # noqa: E402
 
-app.run(train.main)
+train.cli()

@@ -363,8 +363,8 @@ def test_balance_experiment_runs_on_placed_crema_d(crema_dir, crema_built, tmp_p
   results = balance.main([
       "--dataset", "crema_d", "--data_dir", str(data_dir), "--manual_dir", str(crema_dir),
       "--av_config", json.dumps(TINY), "--methods", "joint,ogm_ge", "--seeds", "2",
-      "--epochs", "1", "--batch-size", "3", "--val_fraction", "0.5", "--out", str(tmp_path)])
+      "--epochs", "1", "--batch_size", "3", "--val_fraction", "0.5", "--workdir", str(tmp_path)])
   assert set(results["datasets"]["crema_d"]) >= {"joint", "ogm_ge"}
   assert (tmp_path / "results.json").exists()
   with pytest.raises(ValueError, match="pass --data_dir"):
-    balance.main(["--dataset", "crema_d", "--seeds", "2", "--out", str(tmp_path / "x")])
+    balance.main(["--dataset", "crema_d", "--seeds", "2", "--workdir", str(tmp_path / "x")])

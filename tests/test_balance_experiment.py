@@ -9,7 +9,7 @@ from experiments import balance
 def test_balance_experiment_writes_results(tmp_path):
   out = tmp_path / "bal"
   balance.main(["--methods", "joint,redreg,gblending", "--datasets", "mfeat:pix+mor",
-                          "--seeds", "2", "--epochs", "2", "--out", str(out)])
+                          "--seeds", "2", "--epochs", "2", "--workdir", str(out)])
   for name in ("results.json", "results.md", "accuracy.png", "redreg_diagnostics.png"):
     assert (out / name).stat().st_size > 0
   saved = json.loads((out / "results.json").read_text())

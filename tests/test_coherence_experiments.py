@@ -24,9 +24,8 @@ def test_fit_cca_projections_have_the_canonical_correlations():
 
 @pytest.mark.slow
 def test_robustness_experiment_smoke(tmp_path):
-  robustness.main(["--out", str(tmp_path), "--seeds", "2", "--epochs", "1", "--al-rounds", "1",
-                   "--severities", "0", "1", "--missing", "0", "0.5", "--label-noise", "0",
-                   "0.2"])
+  robustness.main(["--workdir", str(tmp_path), "--seeds", "2", "--epochs", "1", "--al_rounds",
+                   "1", "--severities=0,1", "--missing=0,0.5", "--label_noise=0,0.2"])
   results = json.loads((tmp_path / "results.json").read_text())
   assert "target_missing_50pct" in results
   assert {p.name for p in tmp_path.glob("*.png")} == {
@@ -35,7 +34,7 @@ def test_robustness_experiment_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_alignment_experiment_smoke(tmp_path):
-  alignment.main(["--out", str(tmp_path), "--seeds", "2", "--epochs", "1"])
+  alignment.main(["--workdir", str(tmp_path), "--seeds", "2", "--epochs", "1"])
   results = json.loads((tmp_path / "results.json").read_text())
   assert set(results["methods"]) == {"infonce", "infonce+prototypes", "cca"}
   assert (tmp_path / "retrieval.png").exists()

@@ -106,7 +106,7 @@ def test_unknown_names_list_valid_ones(tmp_path):
 def test_demo_command_writes_results_and_plots(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.demo", "--seeds=1", "--epochs=1",
-       f"--outdir={tmp_path}"], capture_output=True, text=True, check=True,
+       f"--workdir={tmp_path}"], capture_output=True, text=True, check=True,
       cwd=Path(__file__).parent.parent)
   folder = Path(out.stdout.strip().splitlines()[-1].removeprefix("output folder: "))
   results = json.loads((folder / "results.json").read_text())

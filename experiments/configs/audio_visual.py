@@ -1,8 +1,8 @@
 """Joint training on an audio-visual benchmark read by the TFDS builders (mmreg.data.builders).
 
-  python -m experiments.train --config experiments/configs/audio_visual.py:crema_d \
+  mmreg-train --config=audio_visual.py:crema_d \
       --config.data.options.data_dir=~/tensorflow_datasets \
-      --config.data.options.manual_dir=~/data/CREMA-D --workdir runs/crema_d
+      --config.data.options.manual_dir=~/data/CREMA-D --workdir=runs/crema_d
 
 The argument after the colon is the dataset: crema_d, kinetics_sounds or ave. The first run
 builds the array_record copy in data_dir from the files in manual_dir; later runs read it.
@@ -12,7 +12,7 @@ literature's 224 px). Optimiser settings follow OGM-GE (SGD 1e-3, momentum 0.9, 
 
 import ml_collections
 
-from experiments.configs.default import get_config as default_config
+from mmreg.train.config import default_config
 
 DATASETS = ("crema_d", "kinetics_sounds", "ave")
 

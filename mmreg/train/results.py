@@ -76,9 +76,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, floa
 def plot_curves(series: Mapping[str, tuple[Iterable[float], Iterable[float]]], path: str | Path,
                 *, title: str, xlabel: str, ylabel: str) -> Path:
   """Line plot of named (x, y) series into a PNG."""
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
@@ -98,9 +95,6 @@ def plot_curves(series: Mapping[str, tuple[Iterable[float], Iterable[float]]], p
 def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None, path: str | Path,
               *, title: str, ylabel: str) -> Path:
   """Bar chart with optional error bars into a PNG."""
-  import matplotlib
-
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   names = list(values)

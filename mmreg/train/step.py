@@ -23,7 +23,8 @@ PyTree = Any
 @struct.dataclass
 class TrainState:
   """Everything a step changes: step count, parameters (a plain nested dict), the rest of
-  the model state, optimizer state and the PRNG key (raw uint32 key data); and the
+  the model state, optimizer state and the PRNG key as raw uint32 key data (what orbax
+  checkpoints; the step wraps it into a typed `jax.random.key` for the transforms); and the
   epoch-level state of a loss-side method (`mmreg.train.loss_methods`), which the step reads
   and its epoch-boundary update replaces (None without one)."""
 
@@ -49,7 +50,8 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
   check_model(model)
   graphdef, params, rest = split_model(model)
   return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
-                              opt_state=tx.init(params), key=jax.random.PRNGKey(seed))
+                              opt_state=tx.init(params),
+                              key=jax.random.key_data(jax.random.key(seed)))
 
 
 def model_apply(graphdef: nnx.GraphDef, params: PyTree, model_state: PyTree,
@@ -107,7 +109,7 @@ def make_train_step(
       output, new_state = model_apply(graphdef, params, model_state, batch)
       return spec(output, batch), (output, new_state)
 
-    key, tx_key = jax.random.split(state.key)
+    key, tx_key = jax.random.split(jax.random.wrap_key_data(state.key))
     epoch = state.step // steps_per_epoch
     feature_grads = features_vjp = loss_grads = None
     if with_feature_grads:
@@ -163,7 +165,7 @@ def make_train_step(
     metrics["grad_norm"] = optax.global_norm(grads)
     metrics["update_norm"] = optax.global_norm(updates)
     new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
-                              opt_state=opt_state, key=key)
+                              opt_state=opt_state, key=jax.random.key_data(key))
     return new_state, metrics
 
   return jax.jit(step, donate_argnums=0) if jit else step
