@@ -7,6 +7,7 @@ from typing import Any
 
 from mmreg.data.dataset import Splits, standardize
 from mmreg.data.mfeat import load_mfeat
+from mmreg.data.npz import load_npz
 from mmreg.data.synthetic import CompetitionConfig, load_competition
 
 Loader = Callable[..., Splits]
@@ -42,6 +43,7 @@ DATASETS: dict[str, Loader] = {
     "mfeat": load_mfeat,
     "competition": _competition,
     "mfeat_longtail": _mfeat_longtail,
+    "npz": load_npz,
     "crema_d": _audio_visual("load_crema_d"),
     "kinetics_sounds": _audio_visual("load_kinetics_sounds"),
     "ave": _audio_visual("load_ave"),
