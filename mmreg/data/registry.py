@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mmreg.data.av_digits import load_av_digits
 from mmreg.data.dataset import Splits, standardize
 from mmreg.data.mfeat import load_mfeat
 from mmreg.data.npz import load_npz
@@ -44,6 +45,7 @@ DATASETS: dict[str, Loader] = {
     "competition": _competition,
     "mfeat_longtail": _mfeat_longtail,
     "npz": load_npz,
+    "av_digits": load_av_digits,
     "crema_d": _audio_visual("load_crema_d"),
     "kinetics_sounds": _audio_visual("load_kinetics_sounds"),
     "ave": _audio_visual("load_ave"),
