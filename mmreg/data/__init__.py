@@ -1,5 +1,6 @@
 """Datasets, the batch format, splits and pipelines."""
 
+from mmreg.data.av_digits import load_av_digits
 from mmreg.data.batch import LABEL, PRESENT, Batch, inputs_of, modality_names, validate_batch
 from mmreg.data.cifar_lt import CIFAR_CLASSES, load_cifar_arrays, load_cifar_lt
 from mmreg.data.corruptions import (
@@ -32,6 +33,7 @@ from mmreg.data.longtail import (
     shot_thresholds,
 )
 from mmreg.data.mfeat import MFEAT_VIEWS, load_mfeat, load_mfeat_arrays
+from mmreg.data.npz import load_npz
 from mmreg.data.selection import acquisition_scores, select_top
 from mmreg.data.synthetic import (
     CompetitionConfig,
@@ -60,11 +62,13 @@ __all__ = [
     "inputs_of",
     "iterate_batches",
     "linear_dropout_rate",
+    "load_av_digits",
     "load_cifar_arrays",
     "load_cifar_lt",
     "load_competition",
     "load_mfeat",
     "load_mfeat_arrays",
+    "load_npz",
     "longtail_counts",
     "longtail_splits",
     "longtail_subset",

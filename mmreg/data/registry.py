@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mmreg.data.av_digits import load_av_digits
 from mmreg.data.dataset import Splits, standardize
 from mmreg.data.mfeat import load_mfeat
+from mmreg.data.npz import load_npz
 from mmreg.data.synthetic import CompetitionConfig, load_competition
 
 Loader = Callable[..., Splits]
@@ -42,6 +44,8 @@ DATASETS: dict[str, Loader] = {
     "mfeat": load_mfeat,
     "competition": _competition,
     "mfeat_longtail": _mfeat_longtail,
+    "npz": load_npz,
+    "av_digits": load_av_digits,
     "crema_d": _audio_visual("load_crema_d"),
     "kinetics_sounds": _audio_visual("load_kinetics_sounds"),
     "ave": _audio_visual("load_ave"),

@@ -22,14 +22,17 @@ from mmreg.metrics.retrieval import (
     same_label,
 )
 from mmreg.metrics.shapley import modality_subsets, shapley_logits, shapley_values, with_subset
+from mmreg.metrics.stats import PairedDifference, holm_bonferroni, paired_difference
 
 __all__ = [
     "ClassStats",
     "NeuralCollapse",
+    "PairedDifference",
     "accuracy",
     "alignment_statistics",
     "class_means",
     "confusion_matrix",
+    "holm_bonferroni",
     "init_class_stats",
     "macro_f1",
     "mean_average_precision",
@@ -39,6 +42,7 @@ __all__ = [
     "neural_collapse",
     "neural_collapse_batches",
     "neural_collapse_from_stats",
+    "paired_difference",
     "precision_recall",
     "recall_at_k",
     "retrieval_metrics",
