@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,33 @@ def to_jsonable(obj: Any) -> Any:
   return obj
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_text_atomic(path: str | Path, text: str) -> Path:
+  """Replace `path` by `text` all at once: write `<path>.tmp`, fsync, rename, fsync the folder.
+
+  A crash or a full disk mid-write leaves the old file (or none) in place, never a part.
+  """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
-  tmp.replace(path)
+  tmp = path.with_name(path.name + ".tmp")
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    tmp.replace(path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  folder = os.open(path.parent, os.O_RDONLY)
+  try:
+    os.fsync(folder)
+  finally:
+    os.close(folder)
   return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+  return write_text_atomic(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
@@ -53,11 +74,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def truncate_jsonl(path: str | Path, keep: Any) -> None:
-  """Keep only the records for which `keep(record)` is true (used when resuming)."""
+  """Keep only the records for which `keep(record)` is true (used when resuming); the file
+  is replaced atomically, so a crash mid-rewrite keeps every record."""
   path = Path(path)
   if path.exists():
     kept = [r for r in read_jsonl(path) if keep(r)]
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
