@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +23,13 @@ import optax
 from tqdm.auto import tqdm
 
 from mmreg.data.batch import validate_batch
-from mmreg.data.dataset import Splits, check_finite, iterate_batches, steps_per_epoch
+from mmreg.data.dataset import (
+    Splits,
+    check_finite,
+    check_split,
+    iterate_batches,
+    steps_per_epoch,
+)
 from mmreg.data.registry import load_dataset
 from mmreg.losses.spec import LossSpec, classification_losses
 from mmreg.models.factory import build_model
@@ -25,21 +39,130 @@ from mmreg.train.diagnostics import find_diagnostics
 from mmreg.train.evaluate import evaluate
 from mmreg.train.methods import build_method, build_post_update, get_method, loss_grads_mask
 from mmreg.train.optim import make_optimizer
-from mmreg.train.provenance import provenance
-from mmreg.train.results import append_jsonl, plot_curves, read_jsonl, truncate_jsonl, write_json
+from mmreg.train.provenance import code_version, provenance
+from mmreg.train.results import (
+    append_jsonl,
+    plot_curves,
+    read_jsonl,
+    truncate_jsonl,
+    write_json,
+    write_text_atomic,
+)
 from mmreg.train.sharding import Runtime, broadcast_from_process_0
 from mmreg.train.step import init_train_state, make_predict, make_train_step
 from mmreg.train.validate import validate_config
 
 CONFIG_FILE, LOG_FILE, RESULTS_FILE = "config.json", "log.jsonl", "results.json"
+LOCK_FILE = ".lock"
 
 
 class WorkdirConflictError(RuntimeError):
-  """The output folder holds a different run."""
+  """The output folder holds a different run, or cannot be written."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live process is training in the output folder."""
 
 
 class NonFiniteError(FloatingPointError):
-  """Training produced non-finite gradients and was stopped before saving them."""
+  """Training produced non-finite gradients or parameters and was stopped before saving them."""
+
+
+class StoppedBySignalError(RuntimeError):
+  """SIGTERM or SIGINT stopped the run after its current step was saved.
+
+  `exit_code` is 128 + the signal number (143 for SIGTERM, 130 for SIGINT), the code
+  `python -m experiments.train` exits with; rerunning the same command resumes.
+  """
+
+  def __init__(self, signum: int, step: int, workdir: Path):
+    self.signal, self.step, self.exit_code = signum, step, 128 + signum
+    super().__init__(f"{signal.Signals(signum).name}: stopped after step {step}, saved a "
+                     f"checkpoint in {workdir}; rerun the same command to resume")
+
+
+def _say(message: str) -> None:
+  """One line to stderr, above any progress bar."""
+  tqdm.write(message, file=sys.stderr)
+
+
+class WorkdirLock:
+  """An exclusive `fcntl.flock` on `<workdir>/.lock`, which records the holder's pid and host.
+
+  The operating system drops the lock when its process dies, so a lock file left behind by a
+  killed run is stale: it is taken over, and said so. A live holder is refused with
+  WorkdirLockedError naming its pid and host.
+  """
+
+  def __init__(self, workdir: Path):
+    self.path = workdir / LOCK_FILE
+    self._fd: int | None = None
+
+  def acquire(self) -> None:
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise WorkdirLockedError(
+            f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
+            f"{holder.get('host')} (since {holder.get('since')}); wait for that run to end or "
+            "stop it, or pass another --workdir") from None
+      try:  # the holder may have released (and unlinked) the file just before our flock
+        if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+          break
+      except FileNotFoundError:
+        pass
+      os.close(fd)
+    stale = _lock_holder(fd)
+    if stale:
+      _say(f"took over the stale lock of {self.path.parent} left by pid {stale.get('pid')} on "
+           f"host {stale.get('host')} (that process no longer holds it)")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode(), 0)
+    os.fsync(fd)
+    self._fd = fd
+
+  def release(self) -> None:
+    if self._fd is not None:
+      self.path.unlink(missing_ok=True)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _lock_holder(fd: int) -> dict[str, Any]:
+  try:
+    return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+  except (ValueError, UnicodeDecodeError):
+    return {"pid": "?", "host": "?"}
+
+
+class StopSignals:
+  """Turns SIGTERM and a first SIGINT into a request (`received`) to stop after the current
+  step; once one has arrived, SIGINT raises KeyboardInterrupt at once. Handlers are installed
+  only in the main thread and restored on exit."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    if self.received is None:
+      self.received = signum
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -55,7 +178,11 @@ def claim_workdir(workdir: Path, config: dict[str, Any]) -> bool:
   """
   path = workdir / CONFIG_FILE
   if path.exists():
-    previous = json.loads(path.read_text())
+    try:
+      previous = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise WorkdirConflictError(f"{path.absolute()} is unreadable ({e}); delete it to start "
+                                 "this run afresh, or pass another --workdir") from None
     if previous != config:
       diff = sorted(k for k in set(_flatten(previous)) | set(_flatten(config))
                     if _flatten(previous).get(k) != _flatten(config).get(k))
@@ -63,12 +190,25 @@ def claim_workdir(workdir: Path, config: dict[str, Any]) -> bool:
           f"{workdir} holds a run with a different config (differs in {diff[:8]}); pass "
           "another --workdir, or delete the folder to start afresh")
     return True
-  if workdir.exists() and any(workdir.iterdir()):
+  if workdir.exists() and any(p.name != LOCK_FILE and not p.name.endswith(".tmp")
+                              for p in workdir.iterdir()):
     raise WorkdirConflictError(
         f"{workdir} is not empty and holds no {CONFIG_FILE}; pass an empty or new --workdir")
-  workdir.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+  write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
   return False
+
+
+def check_writable(folder: Path) -> None:
+  """Create `folder` if needed and prove it writable, or raise one line naming its absolute
+  path."""
+  folder = folder.absolute()
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as e:
+    raise WorkdirConflictError(f"cannot write to {folder} ({e.strerror or e}); make it "
+                               "writable or pass another --workdir") from None
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -83,6 +223,7 @@ def prepare_data(cfg: Mapping[str, Any]) -> Splits:
   splits = load_dataset(cfg["name"], cfg.get("options", {}))
   for name in ("train", "val", "test"):
     split = getattr(splits, name)
+    check_split(split, splits.train, f"{cfg['name']} {name} split")
     check_finite(split, f"{cfg['name']} {name} split")
     empty = np.flatnonzero(split.class_counts() == 0)
     if name == "train" and empty.size:
@@ -100,16 +241,28 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
 
   `max_steps` stops the run (after a checkpoint) once the global step reaches it, as a
   pre-empted job would, and returns None; calling again without it finishes the run.
+  SIGTERM or a first SIGINT stops it the same way after the current step and raises
+  `StoppedBySignalError`; a second SIGINT aborts at once.
 
-  Writes `config.json`, `log.jsonl` (train metrics every `train.log_every` steps and one
-  record per epoch), `checkpoints/`, `results.json` and `curves.png`. The run is exactly
-  reproducible: an interrupted run restarted with the same config ends with the same
-  parameters as one that was never interrupted.
+  Config, data and model are checked before anything is written. The folder is then locked
+  against other writers (`WorkdirLock`). Writes `config.json`, `log.jsonl` (train metrics
+  every `train.log_every` steps and one record per epoch), `checkpoints/`, `results.json` and
+  `curves.png`. The run is exactly reproducible: an interrupted run restarted with the same
+  config ends with the same parameters as one that was never interrupted.
   """
+  with contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, Path(workdir), cleanup, loss_spec_fn=loss_spec_fn,
+                               progress=progress, max_steps=max_steps)
+
+
+def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStack, *,
+                        loss_spec_fn: Callable[[tuple[str, ...], Mapping[str, Any]], LossSpec]
+                        | None,
+                        progress: bool,
+                        max_steps: int | None) -> dict[str, Any] | None:
   cfg = config_to_dict(config)
   validate_config(cfg)
   runtime = Runtime.from_config(cfg)
-  workdir = Path(workdir)
   splits = prepare_data(cfg["data"])
   train_cfg, seed = cfg["train"], int(cfg["seed"])
   batch_size, epochs = int(train_cfg["batch_size"]), int(train_cfg["epochs"])
@@ -143,25 +296,42 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                       post_update=post_update, jit=False), state)
   predict = make_predict(graphdef)
 
+  if runtime.is_writer:
+    check_writable(workdir)
+    lock = WorkdirLock(workdir)
+    lock.acquire()
+    cleanup.callback(lock.release)
   resumed = bool(broadcast_from_process_0(claim_workdir(workdir, cfg) if runtime.is_writer
                                           else False))
+  if runtime.is_writer:
+    check_writable(workdir / "checkpoints")
   checkpointer = Checkpointer(workdir / "checkpoints", int(train_cfg.get("max_to_keep", 2)))
+  cleanup.callback(checkpointer.close)
+  stop = cleanup.enter_context(StopSignals())
   log_path = workdir / LOG_FILE
   tracked = {"train": state, "best_params": jax.tree.map(jnp.copy, state.params)}
+  code = code_version()
   meta: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val": -1.0, "best_epoch": -1,
-                          "train_seconds": 0.0}
+                          "train_seconds": 0.0, "code": code}
   if resumed and checkpointer.steps():
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tracked)
-    restored_step, tracked, meta = checkpointer.restore(abstract)
+    restored_step, tracked, meta = checkpointer.restore(abstract, move_aside=runtime.is_writer)
     if runtime.is_writer:
       truncate_jsonl(log_path, lambda r: r["step"] <= restored_step)
+      _say(f"resumed from step {restored_step} (epoch {meta['epoch']}, batch {meta['batch']})")
+      if meta.get("code", code) != code:
+        _say(f"warning: step {restored_step} was saved by {meta.get('code')}, this is {code}; "
+             "the resumed run may differ from an uninterrupted one")
+    meta["code"] = code
   elif log_path.exists() and runtime.is_writer:
     log_path.unlink()
 
   def save(epoch: int, batch: int) -> None:
     meta.update(epoch=epoch, batch=batch)
-    checkpointer.save(int(tracked["train"].step), tracked, meta)
+    step = int(tracked["train"].step)
+    check_saveable(tracked, step)
+    checkpointer.save(step, tracked, meta)
 
   log_every = int(train_cfg.get("log_every", 10))
   ckpt_every = int(train_cfg.get("checkpoint_every_steps", 0))
@@ -186,7 +356,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                        runtime.host(find_diagnostics(tracked["train"].opt_state)).items()})
         if runtime.is_writer:
           append_jsonl(log_path, record)
-      stopped = step == max_steps
+      stopped = step == max_steps or stop.received is not None
       if (stopped or (ckpt_every and step % ckpt_every == 0)) and b + 1 < spe:
         meta["train_seconds"] = time.perf_counter() - t0
         save(epoch, b + 1)
@@ -206,10 +376,11 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                                  for m, a in val["modality_accuracy"].items()}})
     meta["train_seconds"] = time.perf_counter() - t0
     save(epoch + 1, 0)
-    if stopped:
+    if stopped or stop.received is not None:
       break
   bar.close()
-  checkpointer.close()
+  if stop.received is not None:
+    raise StoppedBySignalError(stop.received, int(tracked["train"].step), workdir.absolute())
   if stopped:
     return None
 
@@ -233,6 +404,28 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
     write_json(workdir / RESULTS_FILE, results)
     plot_training_curves(read_jsonl(log_path), workdir / "curves.png", cfg["method"]["name"])
   return {**results, "state": state, "best_params": tracked["best_params"], "workdir": workdir}
+
+
+_nonfinite_leaves = jax.jit(lambda tree, allow_inf: jax.tree.map(
+    lambda x: (jnp.any(jnp.isnan(x) if allow_inf else ~jnp.isfinite(x))
+               if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(False)), tree),
+    static_argnums=1)
+
+
+def check_saveable(tracked: Mapping[str, Any], step: int) -> None:
+  """Raise NonFiniteError, naming the leaves, if the parameters (current or best) hold NaN/Inf
+  or the optimizer state holds NaN (a saturated +inf statistic may be legitimate there)."""
+  state = tracked["train"]
+  flags = {"params": _nonfinite_leaves(state.params, False),
+           "best_params": _nonfinite_leaves(tracked["best_params"], False),
+           "opt_state": _nonfinite_leaves(state.opt_state, True)}
+  bad = [jax.tree_util.keystr(p, simple=True, separator="/")
+         for p, flag in jax.tree_util.tree_leaves_with_path(jax.device_get(flags)) if flag]
+  if bad:
+    raise NonFiniteError(
+        f"after step {step} {bad[:4]} ({len(bad)} arrays) hold NaN/Inf; nothing was saved and "
+        "the last checkpoint is kept. Lower optim.learning_rate or optim.weight_decay, or "
+        "check the method's options.")
 
 
 def check_finite_step(opt_state: Any, metrics: Mapping[str, jax.Array], step: int,
