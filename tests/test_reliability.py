@@ -1,6 +1,7 @@
 """Crash-and-resume, non-finite gradients, determinism and provenance."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +105,39 @@ def test_sigkill_during_checkpoint_write_keeps_previous_and_resumes(reference_ru
   committed = _committed_steps(workdir)
   assert committed, "an earlier checkpoint must have survived"
   subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  _assert_same_run(reference_run, workdir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_current_step_and_the_rerun_resumes(sig, reference_run, tmp_path):
+  """Issue 15.3: SIGTERM or a first SIGINT mid-epoch finishes the step, saves it, flushes the
+  log and exits with 128 + the signal number well within 30 s; the rerun says where it resumed
+  and ends bitwise identical to the uninterrupted run."""
+  workdir = tmp_path / "run"
+  child = subprocess.Popen(_train_cmd(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 240
+  sent_at, seen = None, 0
+  while time.monotonic() < deadline and child.poll() is None:
+    log = workdir / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    seen = json.loads(lines[-2])["step"] if len(lines) > 1 else 0
+    if seen >= 13:
+      child.send_signal(sig)
+      sent_at = time.monotonic()
+      break
+    time.sleep(0.005)
+  _, err = child.communicate(timeout=60)
+  assert sent_at is not None, "the run ended before the signal"
+  assert time.monotonic() - sent_at < 30
+  assert child.returncode == 128 + sig, err
+  stopped = int(re.search(rf"{signal.Signals(sig).name}: stopped after step (\d+), saved", err)[1])
+  assert stopped >= seen and _committed_steps(workdir)[-1] == stopped
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  assert json.loads((workdir / "log.jsonl").read_text().splitlines()[-1])["step"] == stopped
+  rerun = subprocess.run(_train_cmd(workdir), check=True, capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+  assert f"resumed from step {stopped} " in rerun.stderr and "warning" not in rerun.stderr
   _assert_same_run(reference_run, workdir)
 
 
