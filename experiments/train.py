@@ -26,7 +26,7 @@ from mmreg.train.loop import (
     train_and_evaluate,
 )
 
-_REPORTED = (ValueError, WorkdirConflictError, WorkdirLockedError, CheckpointError,
+_REPORTED = (ImportError, ValueError, WorkdirConflictError, WorkdirLockedError, CheckpointError,
              NonFiniteError)
 
 try:  # config_flags reads the --config.<key> overrides here, at definition
@@ -44,6 +44,9 @@ _METHOD_OPTIONS = flags.DEFINE_string("method_options", "{}", "JSON dict merged 
                                       "config.method.options.")
 _DATA_OPTIONS = flags.DEFINE_string("data_options", "{}", "JSON dict merged into "
                                     "config.data.options.")
+_TENSORBOARD = flags.DEFINE_bool("tensorboard", False, "Also write the logged scalars as "
+                                 "TensorBoard events to <workdir>/tensorboard (needs "
+                                 "tensorboardX).")
 
 
 def _json_dict(flag: str, text: str) -> dict:
@@ -64,7 +67,7 @@ def main(argv: list[str]) -> None:
     config.method.options.update(_json_dict("method_options", _METHOD_OPTIONS.value))
     config.data.options.update(_json_dict("data_options", _DATA_OPTIONS.value))
   try:
-    results = train_and_evaluate(config, _WORKDIR.value)
+    results = train_and_evaluate(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value)
   except StoppedBySignalError as e:
     print(e, file=sys.stderr)
     sys.exit(e.exit_code)

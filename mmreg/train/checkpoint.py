@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from mmreg.train.sharding import to_host
+
 CHECKSUMS = "checksums"
 CORRUPT_SUFFIX = ".corrupt"
 
@@ -40,7 +42,7 @@ _checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
 
 def tree_checksums(tree: Any) -> dict[str, int]:
   """`{leaf path: checksum}` of every array in `tree` (computed on device, any sharding)."""
-  sums = jax.device_get(_checksums(tree))
+  sums = to_host(_checksums(tree))
   return {jax.tree_util.keystr(path): int(v)
           for path, v in jax.tree_util.tree_leaves_with_path(sums)}
 

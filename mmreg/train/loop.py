@@ -20,15 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from mmreg.data.batch import validate_batch
 from mmreg.data.dataset import (
-    Splits,
-    check_finite,
-    check_split,
-    iterate_batches,
-    steps_per_epoch,
+  Splits,
+  check_finite,
+  check_split,
+  iterate_batches,
+  steps_per_epoch,
 )
 from mmreg.data.registry import load_dataset
 from mmreg.losses.spec import LossSpec, classification_losses
@@ -38,17 +39,18 @@ from mmreg.train.checkpoint import Checkpointer
 from mmreg.train.diagnostics import find_diagnostics
 from mmreg.train.evaluate import evaluate
 from mmreg.train.methods import build_method, build_post_update, get_method, loss_grads_mask
-from mmreg.train.optim import make_optimizer
+from mmreg.train.optim import learning_rate_schedule, make_optimizer
 from mmreg.train.provenance import code_version, provenance
 from mmreg.train.results import (
-    append_jsonl,
-    plot_curves,
-    read_jsonl,
-    truncate_jsonl,
-    write_json,
-    write_text_atomic,
+  append_jsonl,
+  plot_panels,
+  read_jsonl,
+  to_jsonable,
+  truncate_jsonl,
+  write_json,
+  write_text_atomic,
 )
-from mmreg.train.sharding import Runtime, broadcast_from_process_0
+from mmreg.train.sharding import Runtime, broadcast_from_process_0, to_host
 from mmreg.train.step import init_train_state, make_predict, make_train_step
 from mmreg.train.validate import validate_config
 
@@ -141,9 +143,9 @@ def _lock_holder(fd: int) -> dict[str, Any]:
 
 
 class StopSignals:
-  """Turns SIGTERM and a first SIGINT into a request (`received`) to stop after the current
-  step; once one has arrived, SIGINT raises KeyboardInterrupt at once. Handlers are installed
-  only in the main thread and restored on exit."""
+  """Turns SIGTERM and a first SIGINT into a request (`received`, the signal number) to stop
+  after the current step; once one has arrived, SIGINT raises KeyboardInterrupt at once.
+  Handlers are installed only in the main thread and restored on exit."""
 
   def __init__(self):
     self.received: int | None = None
@@ -155,6 +157,14 @@ class StopSignals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
+  def requested(self) -> bool:
+    """Whether any process received a stop signal (all processes agree, so they stop at the
+    same step)."""
+    local = self.received is not None
+    if jax.process_count() == 1:
+      return local
+    return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+
   def _handle(self, signum: int, frame: Any) -> None:
     if self.received is None:
       self.received = signum
@@ -162,7 +172,7 @@ class StopSignals:
 
   def __exit__(self, *exc: Any) -> None:
     for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
+      signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -236,7 +246,8 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                        loss_spec_fn: Callable[[tuple[str, ...], Mapping[str, Any]], LossSpec]
                        | None = None,
                        progress: bool = True,
-                       max_steps: int | None = None) -> dict[str, Any] | None:
+                       max_steps: int | None = None,
+                       tensorboard: bool = False) -> dict[str, Any] | None:
   """Train `config` in `workdir`, resuming from its last checkpoint, and return results.
 
   `max_steps` stops the run (after a checkpoint) once the global step reaches it, as a
@@ -246,22 +257,27 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
 
   Config, data and model are checked before anything is written. The folder is then locked
   against other writers (`WorkdirLock`). Writes `config.json`, `log.jsonl` (train metrics
-  every `train.log_every` steps and one record per epoch), `checkpoints/`, `results.json` and
-  `curves.png`. The run is exactly reproducible: an interrupted run restarted with the same
-  config ends with the same parameters as one that was never interrupted.
+  every `train.log_every` steps, with the learning rate, and one record per epoch),
+  `checkpoints/`, `results.json` and `curves.png`; with `tensorboard`, the same scalars go to
+  `tensorboard/` too (needs `tensorboardX`, the `mmreg[tensorboard]` extra). `progress` shows
+  one bar per epoch with the loss and, when the epoch ends, its validation accuracy. The run
+  is exactly reproducible: an interrupted run restarted with the same config ends with the
+  same parameters as one that was never interrupted.
   """
   with contextlib.ExitStack() as cleanup:
     return _train_and_evaluate(config, Path(workdir), cleanup, loss_spec_fn=loss_spec_fn,
-                               progress=progress, max_steps=max_steps)
+                               progress=progress, max_steps=max_steps, tensorboard=tensorboard)
 
 
 def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStack, *,
                         loss_spec_fn: Callable[[tuple[str, ...], Mapping[str, Any]], LossSpec]
                         | None,
                         progress: bool,
-                        max_steps: int | None) -> dict[str, Any] | None:
+                        max_steps: int | None,
+                        tensorboard: bool) -> dict[str, Any] | None:
   cfg = config_to_dict(config)
   validate_config(cfg)
+  summary_writer = _summary_writer_class() if tensorboard else None
   runtime = Runtime.from_config(cfg)
   splits = prepare_data(cfg["data"])
   train_cfg, seed = cfg["train"], int(cfg["seed"])
@@ -326,6 +342,20 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
     meta["code"] = code
   elif log_path.exists() and runtime.is_writer:
     log_path.unlink()
+  first_step = int(tracked["train"].step)
+  board = None
+  if summary_writer is not None and runtime.is_writer:
+    board = summary_writer(str(workdir / "tensorboard"), purge_step=first_step + 1)
+    cleanup.callback(board.close)
+  learning_rate = learning_rate_schedule(cfg["optim"], spe, epochs)
+
+  def log(record: dict[str, Any]) -> None:
+    if not runtime.is_writer:
+      return
+    append_jsonl(log_path, record)
+    if board is not None:
+      for name, value in _scalars(to_jsonable(record)):
+        board.add_scalar(name, value, record["step"])
 
   def save(epoch: int, batch: int) -> None:
     meta.update(epoch=epoch, batch=batch)
@@ -335,13 +365,15 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
 
   log_every = int(train_cfg.get("log_every", 10))
   ckpt_every = int(train_cfg.get("checkpoint_every_steps", 0))
-  bar = tqdm(total=epochs * spe, initial=int(tracked["train"].step),
-             disable=not (progress and runtime.is_writer),
-             desc=cfg["method"]["name"], leave=False)
   t0 = time.perf_counter() - float(meta["train_seconds"])
   stopped = False
   for epoch in range(int(meta["epoch"]), epochs):
     start = int(meta["batch"]) if epoch == int(meta["epoch"]) else 0
+    bar = tqdm(total=spe, initial=start, disable=not (progress and runtime.is_writer),
+               desc=f"{cfg['method']['name']} epoch {epoch + 1}/{epochs}", leave=True,
+               dynamic_ncols=True)
+    cleanup.callback(bar.close)
+    postfix: dict[str, str] = {}
     for b, batch in enumerate(runtime.batches(splits.train, batch_size, seed=seed, epoch=epoch,
                                               start=start), start=start):
       tracked["train"], metrics = train_step(tracked["train"], batch)
@@ -349,38 +381,41 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
       bar.update(1)
       check_finite_step(tracked["train"].opt_state, metrics, step, skip_nonfinite)
       if step % log_every == 0:
-        record = {"step": step, "epoch": epoch, **runtime.host(metrics)}
+        record = {"step": step, "epoch": epoch, **runtime.host(metrics),
+                  "lr": float(learning_rate(step - 1))}
         if skip_nonfinite:
           record["skipped_steps"] = int(runtime.host(tracked["train"].opt_state.total_notfinite))
         record.update({f"diag/{k}": v for k, v in
                        runtime.host(find_diagnostics(tracked["train"].opt_state)).items()})
-        if runtime.is_writer:
-          append_jsonl(log_path, record)
-      stopped = step == max_steps or stop.received is not None
+        log(record)
+        postfix["loss"] = f"{record['loss/total']:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+      stopped = step == max_steps or stop.requested()
       if (stopped or (ckpt_every and step % ckpt_every == 0)) and b + 1 < spe:
         meta["train_seconds"] = time.perf_counter() - t0
         save(epoch, b + 1)
       if stopped:
         break
     if stopped and b + 1 < spe:
+      bar.close()
       break
     val = evaluate(predict, *runtime.local((tracked["train"].params,
                                             tracked["train"].model_state)), splits.val)
     if val["accuracy"] > float(meta["best_val"]):
       meta.update(best_val=val["accuracy"], best_epoch=epoch)
       tracked["best_params"] = jax.tree.map(jnp.copy, tracked["train"].params)
-    if runtime.is_writer:
-      append_jsonl(log_path, {"step": int(tracked["train"].step), "epoch": epoch,
-                              "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_f1"],
-                              **{f"val/accuracy/{m}": a
-                                 for m, a in val["modality_accuracy"].items()}})
+    log({"step": int(tracked["train"].step), "epoch": epoch,
+         "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_f1"],
+         **{f"val/accuracy/{m}": a for m, a in val["modality_accuracy"].items()}})
+    bar.set_postfix({**postfix, "val_acc": f"{val['accuracy']:.4f}"})
+    bar.close()
     meta["train_seconds"] = time.perf_counter() - t0
     save(epoch + 1, 0)
-    if stopped or stop.received is not None:
+    if stopped or stop.requested():
       break
-  bar.close()
-  if stop.received is not None:
-    raise StoppedBySignalError(stop.received, int(tracked["train"].step), workdir.absolute())
+  if stop.requested():
+    raise StoppedBySignalError(stop.received or signal.SIGTERM, int(tracked["train"].step),
+                               workdir.absolute())
   if stopped:
     return None
 
@@ -420,7 +455,7 @@ def check_saveable(tracked: Mapping[str, Any], step: int) -> None:
            "best_params": _nonfinite_leaves(tracked["best_params"], False),
            "opt_state": _nonfinite_leaves(state.opt_state, True)}
   bad = [jax.tree_util.keystr(p, simple=True, separator="/")
-         for p, flag in jax.tree_util.tree_leaves_with_path(jax.device_get(flags)) if flag]
+         for p, flag in jax.tree_util.tree_leaves_with_path(to_host(flags)) if flag]
   if bad:
     raise NonFiniteError(
         f"after step {step} {bad[:4]} ({len(bad)} arrays) hold NaN/Inf; nothing was saved and "
@@ -450,9 +485,45 @@ def _classification_spec(modalities: tuple[str, ...], loss_cfg: Mapping[str, Any
   return classification_losses(modalities, **loss_cfg)
 
 
+def _scalars(record: Mapping[str, Any]) -> list[tuple[str, float]]:
+  """The numbers of a JSON-ready log record by name; a list value gives `name/0`, `name/1`…"""
+  out = []
+  for name, value in record.items():
+    values = value if isinstance(value, list) else [value]
+    for i, v in enumerate(values):
+      if name not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+        out.append((f"{name}/{i}" if isinstance(value, list) else name, float(v)))
+  return out
+
+
+def _summary_writer_class() -> Any:
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    raise ImportError("tensorboard=True needs tensorboardX: pip install tensorboardX (or the "
+                      "mmreg[tensorboard] extra)") from None
+  return SummaryWriter
+
+
 def plot_training_curves(log: list[dict[str, Any]], path: Path, title: str) -> Path:
-  train = [r for r in log if "loss/total" in r]
-  val = [r for r in log if "val/accuracy" in r]
-  series = {"train loss": ([r["step"] for r in train], [r["loss/total"] for r in train]),
-            "val accuracy": ([r["step"] for r in val], [r["val/accuracy"] for r in val])}
-  return plot_curves(series, path, title=title, xlabel="step", ylabel="value")
+  """Stacked panels over steps: train losses; validation accuracy (fused and per modality);
+  learning rate; then one panel per method diagnostic found in the log (`diag/…`)."""
+  def series(prefix: str, label: Callable[[str], str]) -> dict[str, tuple[list, list]]:
+    found: dict[str, tuple[list, list]] = {}
+    for r in log:
+      for name, value in _scalars({k: v for k, v in r.items() if k.startswith(prefix)}):
+        xs, ys = found.setdefault(label(name), ([], []))
+        xs.append(r["step"])
+        ys.append(value)
+    return found
+
+  panels = [("train loss", series("loss/", lambda n: n.removeprefix("loss/"))),
+            ("val accuracy", series("val/accuracy", lambda n: n.removeprefix("val/accuracy/")
+                                    if n != "val/accuracy" else "fused")),
+            ("learning rate", series("lr", lambda n: n))]
+  diagnostics = series("diag/", lambda n: n.removeprefix("diag/"))
+  groups: dict[str, dict[str, tuple[list, list]]] = {}
+  for name, xy in diagnostics.items():
+    groups.setdefault(name.split("/")[0], {})[name] = xy
+  panels += [(name, group) for name, group in groups.items()]
+  return plot_panels([p for p in panels if p[1]], path, title=title, xlabel="step")

@@ -95,45 +95,51 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, floa
   return {"mean": float(x.mean()), "ci95": half, "n": n}
 
 
+def _figure(width: float, height: float, rows: int = 1):
+  """A matplotlib Figure drawn without pyplot (no global backend is chosen or changed)."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(width, height), dpi=110)
+  return fig, fig.subplots(rows, 1, squeeze=False)[:, 0]
+
+
 def plot_curves(series: Mapping[str, tuple[Iterable[float], Iterable[float]]], path: str | Path,
                 *, title: str, xlabel: str, ylabel: str) -> Path:
   """Line plot of named (x, y) series into a PNG."""
-  import matplotlib
+  return plot_panels([(ylabel, series)], path, title=title, xlabel=xlabel)
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-  for name, (x, y) in series.items():
-    ax.plot(list(x), list(y), label=name)
-  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-  ax.grid(alpha=0.3)
-  if len(series) > 1:
-    ax.legend(fontsize=8)
+def plot_panels(panels: Sequence[tuple[str, Mapping[str, tuple[Iterable[float], Iterable[float]]]]],
+                path: str | Path, *, title: str, xlabel: str) -> Path:
+  """One axis per `(ylabel, {name: (x, y)})` panel, stacked with a shared x label, into a PNG."""
+  fig, axes = _figure(6, 1.2 + 2.6 * len(panels), rows=len(panels))
+  for ax, (ylabel, series) in zip(axes, panels, strict=True):
+    for name, (x, y) in series.items():
+      ax.plot(list(x), list(y), label=name)
+    ax.set(ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+      ax.legend(fontsize=7)
+  axes[0].set_title(title)
+  axes[-1].set_xlabel(xlabel)
   fig.tight_layout()
   path = Path(path)
   fig.savefig(path)
-  plt.close(fig)
   return path
 
 
 def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None, path: str | Path,
               *, title: str, ylabel: str) -> Path:
   """Bar chart with optional error bars into a PNG."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   names = list(values)
-  fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 4), dpi=110)
+  fig, (ax,) = _figure(max(4, 0.9 * len(names) + 2), 4)
   yerr = None if errors is None else [np.nan_to_num(errors.get(n, 0.0)) for n in names]
   ax.bar(names, [values[n] for n in names], yerr=yerr, capsize=4, color="tab:blue", alpha=0.8)
   ax.set(title=title, ylabel=ylabel)
   ax.grid(axis="y", alpha=0.3)
-  plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+  for label in ax.get_xticklabels():
+    label.set(rotation=30, ha="right")
   fig.tight_layout()
   path = Path(path)
   fig.savefig(path)
-  plt.close(fig)
   return path
