@@ -68,7 +68,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
   workdir = tmp_path_factory.mktemp("straight") / "run"
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
   return workdir
 
 
@@ -93,18 +93,18 @@ def test_sigkill_mid_epoch_then_restart_is_bitwise_identical(reference_run, tmp_
   assert killed_after is not None, "the run ended before it could be killed"
   assert child.returncode == -signal.SIGKILL
   assert not (workdir / "results.json").exists()
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
   _assert_same_run(reference_run, workdir)
 
 
 def test_sigkill_during_checkpoint_write_keeps_previous_and_resumes(reference_run, tmp_path):
   workdir = tmp_path / "run"
   crashed = subprocess.run(_train_cmd(workdir, kill_at_commit=5), cwd=ROOT, capture_output=True,
-                           timeout=300)
+                           timeout=900)
   assert crashed.returncode == -signal.SIGKILL
   committed = _committed_steps(workdir)
   assert committed, "an earlier checkpoint must have survived"
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
   _assert_same_run(reference_run, workdir)
 
 
@@ -136,7 +136,7 @@ def test_signal_saves_the_current_step_and_the_rerun_resumes(sig, reference_run,
   assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
   assert json.loads((workdir / "log.jsonl").read_text().splitlines()[-1])["step"] == stopped
   rerun = subprocess.run(_train_cmd(workdir), check=True, capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+                         cwd=ROOT, timeout=900)
   assert f"resumed from step {stopped} " in rerun.stderr and "warning" not in rerun.stderr
   _assert_same_run(reference_run, workdir)
 

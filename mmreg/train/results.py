@@ -96,11 +96,12 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, floa
 
 
 def _figure(width: float, height: float, rows: int = 1):
-  """A matplotlib Figure drawn without pyplot (no global backend is chosen or changed)."""
+  """A matplotlib Figure drawn without pyplot (no global backend is chosen or changed); rows
+  share the x axis."""
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(width, height), dpi=110)
-  return fig, fig.subplots(rows, 1, squeeze=False)[:, 0]
+  return fig, fig.subplots(rows, 1, squeeze=False, sharex=True)[:, 0]
 
 
 def plot_curves(series: Mapping[str, tuple[Iterable[float], Iterable[float]]], path: str | Path,
@@ -115,7 +116,8 @@ def plot_panels(panels: Sequence[tuple[str, Mapping[str, tuple[Iterable[float], 
   fig, axes = _figure(6, 1.2 + 2.6 * len(panels), rows=len(panels))
   for ax, (ylabel, series) in zip(axes, panels, strict=True):
     for name, (x, y) in series.items():
-      ax.plot(list(x), list(y), label=name)
+      x, y = list(x), list(y)
+      ax.plot(x, y, label=name, marker="o" if len(x) < 20 else None, markersize=3)
     ax.set(ylabel=ylabel)
     ax.grid(alpha=0.3)
     if len(series) > 1:
