@@ -406,3 +406,11 @@ def test_resume_says_where_and_warns_when_the_code_changed(monkeypatch, tmp_path
   assert "resumed from step 4 (epoch 0, batch 4)" in err
   assert ("warning: step 4 was saved by {'mmreg': '0.1', 'git_commit': 'aaaa'}, this is "
           "{'mmreg': '0.2', 'git_commit': 'bbbb'}") in err
+
+
+def test_only_the_coordinator_address_may_change_on_resume(tmp_path):
+  cfg = config_to_dict(_config())
+  claim_workdir(tmp_path / "run", {**cfg, "distributed": {"coordinator_address": "h:1"}})
+  assert claim_workdir(tmp_path / "run", {**cfg, "distributed": {"coordinator_address": "h:2"}})
+  with pytest.raises(WorkdirConflictError, match=r"differs in \['seed'\]"):
+    claim_workdir(tmp_path / "run", {**cfg, "seed": 1, "distributed": {}})

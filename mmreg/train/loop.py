@@ -193,9 +193,11 @@ def claim_workdir(workdir: Path, config: dict[str, Any]) -> bool:
     except json.JSONDecodeError as e:
       raise WorkdirConflictError(f"{path.absolute()} is unreadable ({e}); delete it to start "
                                  "this run afresh, or pass another --workdir") from None
-    if previous != config:
-      diff = sorted(k for k in set(_flatten(previous)) | set(_flatten(config))
-                    if _flatten(previous).get(k) != _flatten(config).get(k))
+    # Where the processes meet (`distributed`: coordinator address, ids) is not part of a run.
+    ours, theirs = _flatten(config), _flatten(previous)
+    diff = sorted(k for k in set(ours) | set(theirs)
+                  if ours.get(k) != theirs.get(k) and k.split(".")[0] != "distributed")
+    if diff:
       raise WorkdirConflictError(
           f"{workdir} holds a run with a different config (differs in {diff[:8]}); pass "
           "another --workdir, or delete the folder to start afresh")
