@@ -3,6 +3,7 @@ checksums of every saved array."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mmreg.train.sharding import to_host
 
 CHECKSUMS = "checksums"
 CORRUPT_SUFFIX = ".corrupt"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -61,9 +63,11 @@ class Checkpointer:
 
   def __init__(self, directory: str | Path, max_to_keep: int = 3):
     self.directory = Path(directory).absolute()
+    if self.directory.is_dir():  # folders of saves cut short by a crash or a full disk
+      for tmp in self.directory.glob(f"*{TMP_SUFFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False,
-                                           cleanup_tmp_directories=True)
+                                           enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 
