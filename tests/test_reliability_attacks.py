@@ -83,18 +83,24 @@ CORRUPTIONS = {
 }
 
 
-def test_training_goes_past_a_corrupt_latest_checkpoint(straight, tmp_path, capsys):
+def test_training_goes_past_a_corrupt_latest_checkpoint(straight, monkeypatch, tmp_path,
+                                                        capsys):
   """Issue 15.1: the run resumes from the previous step, moves the bad one aside, saves that
   step again and ends as the uninterrupted run. (Each corruption is tried on the Checkpointer
-  below.)"""
+  below.) Issue 15.8: the resume says where it starts, and warns that the code changed."""
   workdir = tmp_path / "run"
+  monkeypatch.setattr(loop, "code_version", lambda: {"mmreg": "0.1", "git_commit": "aaaa"})
   assert train_and_evaluate(_config(), workdir, progress=False, max_steps=8) is None
   assert Checkpointer(workdir / "checkpoints").steps() == [4, 8]
   _zero(workdir / "checkpoints" / "8")
+  monkeypatch.setattr(loop, "code_version", lambda: {"mmreg": "0.2", "git_commit": "bbbb"})
   capsys.readouterr()
   resumed = train_and_evaluate(_config(), workdir, progress=False)
   err = capsys.readouterr().err
-  assert "checkpoint step 8" in err and "8.corrupt" in err and "resumed from step 4" in err
+  assert "checkpoint step 8" in err and "8.corrupt" in err
+  assert "resumed from step 4 (epoch 0, batch 4)" in err
+  assert ("warning: step 4 was saved by {'mmreg': '0.1', 'git_commit': 'aaaa'}, this is "
+          "{'mmreg': '0.2', 'git_commit': 'bbbb'}") in err
   assert (workdir / "checkpoints" / "8.corrupt").is_dir()
   assert resumed["steps"] == straight["steps"] == 9
   assert _params_equal(resumed["state"].params, straight["state"].params)
@@ -392,20 +398,6 @@ def test_train_command_reports_an_unknown_config_field_in_one_line(tmp_path):
   assert out.stderr.strip() == ("error: --config.train.epochz: the config has no field "
                                 "'epochz'; did you mean 'epochs'?")
   assert not (tmp_path / "run").exists()
-
-
-# --- 8: code changed between kill and resume -------------------------------------------------
-
-def test_resume_says_where_and_warns_when_the_code_changed(monkeypatch, tmp_path, capsys):
-  monkeypatch.setattr(loop, "code_version", lambda: {"mmreg": "0.1", "git_commit": "aaaa"})
-  assert train_and_evaluate(_config(), tmp_path / "run", progress=False, max_steps=4) is None
-  monkeypatch.setattr(loop, "code_version", lambda: {"mmreg": "0.2", "git_commit": "bbbb"})
-  capsys.readouterr()
-  assert train_and_evaluate(_config(), tmp_path / "run", progress=False)["steps"] == 9
-  err = capsys.readouterr().err
-  assert "resumed from step 4 (epoch 0, batch 4)" in err
-  assert ("warning: step 4 was saved by {'mmreg': '0.1', 'git_commit': 'aaaa'}, this is "
-          "{'mmreg': '0.2', 'git_commit': 'bbbb'}") in err
 
 
 def test_only_the_coordinator_address_may_change_on_resume(tmp_path):
