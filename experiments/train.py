@@ -7,9 +7,14 @@ command runs is read from the configs shipped with mmreg (default.py, audio_visu
 Fields of the config are overridden as `--config.<path>=value`. Method and dataset options that
 the config file does not list are added as JSON:
 `--method_options='{"alpha": 0.5}' --data_options='{"imbalance_factor": 50}'`.
+
+Exit codes: 0 done; 2 a problem named in one line on stderr (bad flag, config, data or workdir,
+another process training in the workdir, non-finite training); 143 after SIGTERM and 130 after
+a first SIGINT, once the current step is saved (rerun to resume).
 """
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,18 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from mmreg import cli as cli_lib
-from mmreg.train.loop import train_and_evaluate
+from mmreg.train.checkpoint import CheckpointError
+from mmreg.train.loop import (
+    NonFiniteError,
+    StoppedBySignalError,
+    WorkdirConflictError,
+    WorkdirLockedError,
+    train_and_evaluate,
+)
+
+# Problems reported in one line (ValueError covers bad config values and data).
+_REPORTED = (ImportError, WorkdirConflictError, WorkdirLockedError, CheckpointError,
+             NonFiniteError)
 
 CONFIGS = Path(__file__).parent / "configs"
 FLAGS = flags.FlagValues()
@@ -32,6 +48,9 @@ _METHOD_OPTIONS = flags.DEFINE_string("method_options", "{}", "JSON dict merged 
                                       "config.method.options.", flag_values=FLAGS)
 _DATA_OPTIONS = flags.DEFINE_string("data_options", "{}", "JSON dict merged into "
                                     "config.data.options.", flag_values=FLAGS)
+_TENSORBOARD = flags.DEFINE_bool("tensorboard", False, "Also write the logged scalars as "
+                                 "TensorBoard events to <workdir>/tensorboard (needs "
+                                 "tensorboardX).", flag_values=FLAGS)
 
 
 def _json_dict(flag: str, text: str) -> dict:
@@ -51,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   with config.unlocked():
     config.method.options.update(_json_dict("method_options", _METHOD_OPTIONS.value))
     config.data.options.update(_json_dict("data_options", _DATA_OPTIONS.value))
-  results = train_and_evaluate(config, _WORKDIR.value)
+  try:
+    results = train_and_evaluate(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value)
+  except StoppedBySignalError as e:
+    print(e, file=sys.stderr)
+    raise SystemExit(e.exit_code) from None
+  except _REPORTED as e:
+    cli_lib.fail(" ".join(str(e).split()))
   test = results["test"]
   print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  "
         f"per modality {test['modality_accuracy']}")

@@ -10,6 +10,7 @@ set MMREG_TRACEBACK=1 to see the traceback of a `ValueError` raised while runnin
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,7 +53,10 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, doc: str,
     rest = flag_values([prog, *argv])
   except (KeyError, AttributeError) as e:  # a --config.<field> the config does not have
     field = str(e.args[0] if e.args else e).strip("'\"")
-    fail(f"the config has no field {field!r} (see --help)", prog)
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    field = re.match(r"\w*", field).group() or field
+    fail(f"the config has no field {field!r}"
+         + (f"; did you mean {hint.group(1)!r}?" if hint else " (see --help)"), prog)
   except Exception as e:  # any failure to parse a flag is a usage error
     message = str(e)
     if "Traceback (most recent call last)" in message:  # a config file's get_config() failed

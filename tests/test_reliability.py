@@ -1,6 +1,7 @@
 """Crash-and-resume, non-finite gradients, determinism and provenance."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
   workdir = tmp_path_factory.mktemp("straight") / "run"
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
   return workdir
 
 
@@ -92,18 +93,54 @@ def test_sigkill_mid_epoch_then_restart_is_bitwise_identical(reference_run, tmp_
   assert killed_after is not None, "the run ended before it could be killed"
   assert child.returncode == -signal.SIGKILL
   assert not (workdir / "results.json").exists()
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
   _assert_same_run(reference_run, workdir)
 
 
 def test_sigkill_during_checkpoint_write_keeps_previous_and_resumes(reference_run, tmp_path):
   workdir = tmp_path / "run"
   crashed = subprocess.run(_train_cmd(workdir, kill_at_commit=5), cwd=ROOT, capture_output=True,
-                           timeout=300)
+                           timeout=900)
   assert crashed.returncode == -signal.SIGKILL
   committed = _committed_steps(workdir)
   assert committed, "an earlier checkpoint must have survived"
-  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=300)
+  subprocess.run(_train_cmd(workdir), check=True, capture_output=True, cwd=ROOT, timeout=900)
+  _assert_same_run(reference_run, workdir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_current_step_and_the_rerun_resumes(sig, reference_run, tmp_path):
+  """Issue 15.3: SIGTERM or a first SIGINT mid-epoch finishes the step, saves it, flushes the
+  log and exits with 128 + the signal number well within 30 s; the rerun says where it resumed
+  and ends bitwise identical to the uninterrupted run."""
+  workdir = tmp_path / "run"
+  child = subprocess.Popen(_train_cmd(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 600
+  sent_at, seen = None, 0
+  while time.monotonic() < deadline and child.poll() is None:
+    log = workdir / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    seen = json.loads(lines[-2])["step"] if len(lines) > 1 else 0
+    if seen >= 13:
+      child.send_signal(sig)
+      sent_at = time.monotonic()
+      break
+    time.sleep(0.005)
+  if sent_at is None:
+    child.kill()
+    child.wait()
+    pytest.fail("the run ended, or did not reach step 13 in 600 s, before the signal")
+  _, err = child.communicate(timeout=60)
+  assert time.monotonic() - sent_at < 30
+  assert child.returncode == 128 + sig, err
+  stopped = int(re.search(rf"{signal.Signals(sig).name}: stopped after step (\d+), saved", err)[1])
+  assert stopped >= seen and _committed_steps(workdir)[-1] == stopped
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  assert json.loads((workdir / "log.jsonl").read_text().splitlines()[-1])["step"] == stopped
+  rerun = subprocess.run(_train_cmd(workdir), check=True, capture_output=True, text=True,
+                         cwd=ROOT, timeout=900)
+  assert f"resumed from step {stopped} " in rerun.stderr and "warning" not in rerun.stderr
   _assert_same_run(reference_run, workdir)
 
 

@@ -24,6 +24,9 @@ class MultimodalDataset:
     for m, x in self.inputs.items():
       if len(x) != n:
         raise ValueError(f"modality {m!r} has {len(x)} samples but there are {n} labels")
+    if n and not np.issubdtype(np.asarray(self.labels).dtype, np.integer):
+      raise ValueError(f"labels have dtype {np.asarray(self.labels).dtype}; class labels must be "
+                       "integers: pass labels.astype(np.int32)")
     if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
       raise ValueError(f"labels span [{self.labels.min()}, {self.labels.max()}], outside "
                        f"[0, {self.num_classes - 1}]")
@@ -121,6 +124,43 @@ def check_finite(data: MultimodalDataset, source: str) -> None:
     if bad.any():
       raise ValueError(f"{source}: modality {m!r} has NaN/Inf in {int(bad.sum())} samples "
                        f"(first rows {np.flatnonzero(bad)[:5].tolist()}); clean or drop them")
+
+
+def check_split(data: MultimodalDataset, reference: MultimodalDataset, source: str) -> None:
+  """Raise if `data` does not fit a model built for `reference` (the train split): the same
+  modalities, per-sample shapes and class count, floating-point inputs, and presence masks
+  (if any) of one bool per sample that leave every sample at least one modality."""
+  if data.modalities != reference.modalities:
+    raise ValueError(f"{source}: modalities {list(data.modalities)} differ from the train "
+                     f"split's {list(reference.modalities)}; every split needs the same ones")
+  for m, shape in data.input_shapes.items():
+    if shape != reference.input_shapes[m]:
+      raise ValueError(f"{source}: modality {m!r} has per-sample shape {shape}, the model is "
+                       f"built for the train split's {reference.input_shapes[m]}; give every "
+                       "split the same features")
+    if not np.issubdtype(data.inputs[m].dtype, np.floating):
+      raise ValueError(f"{source}: modality {m!r} has dtype {data.inputs[m].dtype}; the model "
+                       "takes floating-point inputs: convert with .astype(np.float32)")
+  if data.num_classes != reference.num_classes:
+    raise ValueError(f"{source}: {data.num_classes} classes, the train split has "
+                     f"{reference.num_classes}; every split needs the same class count")
+  if data.present is None:
+    return
+  unknown = sorted(set(data.present) - set(data.modalities))
+  if unknown:
+    raise ValueError(f"{source}: presence mask names unknown modalities {unknown}; "
+                     f"valid: {list(data.modalities)}")
+  for m, mask in data.present.items():
+    if np.shape(mask) != (len(data),) or np.asarray(mask).dtype != np.bool_:
+      raise ValueError(f"{source}: presence mask of {m!r} has shape {np.shape(mask)} and dtype "
+                       f"{np.asarray(mask).dtype}; it needs one bool per sample, ({len(data)},)")
+  present = np.stack([np.asarray(data.present.get(m, np.ones(len(data), bool)))
+                      for m in data.modalities])
+  empty = np.flatnonzero(~present.any(axis=0))
+  if empty.size:
+    raise ValueError(f"{source}: {empty.size} samples (rows {empty[:5].tolist()}) have every "
+                     "modality marked missing in the presence mask; drop them or mark one "
+                     "modality present")
 
 
 def iterate_batches(data: MultimodalDataset, batch_size: int, *, seed: int, epoch: int,

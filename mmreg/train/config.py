@@ -10,7 +10,8 @@ import ml_collections
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = ml_collections.ConfigDict({"name": "mfeat",
+  # data.path: a file for loaders that read one (name="npz": your own train/val/test arrays).
+  c.data = ml_collections.ConfigDict({"name": "mfeat", "path": "",
                                       "options": {"views": ("fou", "pix"), "seed": 0}})
   c.model = ml_collections.ConfigDict({"encoder": "auto", "hidden": (128,), "feature_dim": 64,
                                        "fusion": "concat", "latent_dim": 32,

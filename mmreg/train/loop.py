@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,11 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from mmreg.data.batch import validate_batch
 from mmreg.data.batch_dropout import with_modality_dropout
-from mmreg.data.dataset import Splits, check_finite, iterate_batches, steps_per_epoch
+from mmreg.data.dataset import (
+  Splits,
+  check_finite,
+  check_split,
+  iterate_batches,
+  steps_per_epoch,
+)
 from mmreg.data.registry import load_dataset
 from mmreg.losses.spec import LossSpec, classification_losses
 from mmreg.models.factory import model_from_config
@@ -33,22 +48,140 @@ from mmreg.train.methods import (
     get_method,
     loss_grads_mask,
 )
-from mmreg.train.optim import make_optimizer
-from mmreg.train.provenance import provenance
-from mmreg.train.results import append_jsonl, plot_curves, read_jsonl, truncate_jsonl, write_json
-from mmreg.train.sharding import Runtime, broadcast_from_process_0
+from mmreg.train.optim import learning_rate_schedule, make_optimizer
+from mmreg.train.provenance import code_version, provenance
+from mmreg.train.results import (
+  append_jsonl,
+  plot_panels,
+  read_jsonl,
+  to_jsonable,
+  truncate_jsonl,
+  write_json,
+  write_text_atomic,
+)
+from mmreg.train.sharding import Runtime, broadcast_from_process_0, to_host
 from mmreg.train.step import init_train_state, make_predict, make_train_step
 from mmreg.train.validate import validate_config
 
 CONFIG_FILE, LOG_FILE, RESULTS_FILE = "config.json", "log.jsonl", "results.json"
+LOCK_FILE = ".lock"
 
 
 class WorkdirConflictError(RuntimeError):
-  """The output folder holds a different run."""
+  """The output folder holds a different run, or cannot be written."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live process is training in the output folder."""
 
 
 class NonFiniteError(FloatingPointError):
-  """Training produced non-finite gradients and was stopped before saving them."""
+  """Training produced non-finite gradients or parameters and was stopped before saving them."""
+
+
+class StoppedBySignalError(RuntimeError):
+  """SIGTERM or SIGINT stopped the run after its current step was saved.
+
+  `exit_code` is 128 + the signal number (143 for SIGTERM, 130 for SIGINT), the code
+  `python -m experiments.train` exits with; rerunning the same command resumes.
+  """
+
+  def __init__(self, signum: int, step: int, workdir: Path):
+    self.signal, self.step, self.exit_code = signum, step, 128 + signum
+    super().__init__(f"{signal.Signals(signum).name}: stopped after step {step}, saved a "
+                     f"checkpoint in {workdir}; rerun the same command to resume")
+
+
+def _say(message: str) -> None:
+  """One line to stderr, above any progress bar."""
+  tqdm.write(message, file=sys.stderr)
+
+
+class WorkdirLock:
+  """An exclusive `fcntl.flock` on `<workdir>/.lock`, which records the holder's pid and host.
+
+  The operating system drops the lock when its process dies, so a lock file left behind by a
+  killed run is stale: it is taken over, and said so. A live holder is refused with
+  WorkdirLockedError naming its pid and host.
+  """
+
+  def __init__(self, workdir: Path):
+    self.path = workdir / LOCK_FILE
+    self._fd: int | None = None
+
+  def acquire(self) -> None:
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise WorkdirLockedError(
+            f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
+            f"{holder.get('host')} (since {holder.get('since')}); wait for that run to end or "
+            "stop it, or pass another --workdir") from None
+      try:  # the holder may have released (and unlinked) the file just before our flock
+        if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+          break
+      except FileNotFoundError:
+        pass
+      os.close(fd)
+    stale = _lock_holder(fd)
+    if stale:
+      _say(f"took over the stale lock of {self.path.parent} left by pid {stale.get('pid')} on "
+           f"host {stale.get('host')} (that process no longer holds it)")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode(), 0)
+    os.fsync(fd)
+    self._fd = fd
+
+  def release(self) -> None:
+    if self._fd is not None:
+      self.path.unlink(missing_ok=True)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _lock_holder(fd: int) -> dict[str, Any]:
+  try:
+    return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+  except (ValueError, UnicodeDecodeError):
+    return {"pid": "?", "host": "?"}
+
+
+class StopSignals:
+  """Turns SIGTERM and a first SIGINT into a request (`received`, the signal number) to stop
+  after the current step; once one has arrived, SIGINT raises KeyboardInterrupt at once.
+  Handlers are installed only in the main thread and restored on exit."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def requested(self) -> bool:
+    """Whether any process received a stop signal (all processes agree, so they stop at the
+    same step)."""
+    local = self.received is not None
+    if jax.process_count() == 1:
+      return local
+    return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    if self.received is None:
+      self.received = signum
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -64,20 +197,39 @@ def claim_workdir(workdir: Path, config: dict[str, Any]) -> bool:
   """
   path = workdir / CONFIG_FILE
   if path.exists():
-    previous = json.loads(path.read_text())
-    if previous != config:
-      diff = sorted(k for k in set(_flatten(previous)) | set(_flatten(config))
-                    if _flatten(previous).get(k) != _flatten(config).get(k))
+    try:
+      previous = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise WorkdirConflictError(f"{path.absolute()} is unreadable ({e}); delete it to start "
+                                 "this run afresh, or pass another --workdir") from None
+    # Where the processes meet (`distributed`: coordinator address, ids) is not part of a run.
+    ours, theirs = _flatten(config), _flatten(previous)
+    diff = sorted(k for k in set(ours) | set(theirs)
+                  if ours.get(k) != theirs.get(k) and k.split(".")[0] != "distributed")
+    if diff:
       raise WorkdirConflictError(
           f"{workdir} holds a run with a different config (differs in {diff[:8]}); pass "
           "another --workdir, or delete the folder to start afresh")
     return True
-  if workdir.exists() and any(workdir.iterdir()):
+  if workdir.exists() and any(p.name != LOCK_FILE and not p.name.endswith(".tmp")
+                              for p in workdir.iterdir()):
     raise WorkdirConflictError(
         f"{workdir} is not empty and holds no {CONFIG_FILE}; pass an empty or new --workdir")
-  workdir.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+  write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
   return False
+
+
+def check_writable(folder: Path) -> None:
+  """Create `folder` if needed and prove it writable, or raise one line naming its absolute
+  path."""
+  folder = folder.absolute()
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as e:
+    raise WorkdirConflictError(f"cannot write to {folder} ({e.strerror or e}); make it "
+                               "writable or pass another --workdir") from None
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -89,9 +241,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def prepare_data(cfg: Mapping[str, Any]) -> Splits:
-  splits = load_dataset(cfg["name"], cfg.get("options", {}))
+  """The config's data splits, checked. A non-empty `path` (`--config.data.path=FILE`, e.g.
+  for `name="npz"`) is passed to the loader as its `path` option."""
+  options = dict(cfg.get("options", {}))
+  if cfg.get("path"):
+    options["path"] = cfg["path"]
+  splits = load_dataset(cfg["name"], options)
   for name in ("train", "val", "test"):
     split = getattr(splits, name)
+    check_split(split, splits.train, f"{cfg['name']} {name} split")
     check_finite(split, f"{cfg['name']} {name} split")
     empty = np.flatnonzero(split.class_counts() == 0)
     if name == "train" and empty.size:
@@ -104,21 +262,39 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                        loss_spec_fn: Callable[[tuple[str, ...], Mapping[str, Any]], LossSpec]
                        | None = None,
                        progress: bool = True,
-                       max_steps: int | None = None) -> dict[str, Any] | None:
+                       max_steps: int | None = None,
+                       tensorboard: bool = False) -> dict[str, Any] | None:
   """Train `config` in `workdir`, resuming from its last checkpoint, and return results.
 
   `max_steps` stops the run (after a checkpoint) once the global step reaches it, as a
   pre-empted job would, and returns None; calling again without it finishes the run.
+  SIGTERM or a first SIGINT stops it the same way after the current step and raises
+  `StoppedBySignalError`; a second SIGINT aborts at once.
 
-  Writes `config.json`, `log.jsonl` (train metrics every `train.log_every` steps and one
-  record per epoch), `checkpoints/`, `results.json` and `curves.png`. The run is exactly
-  reproducible: an interrupted run restarted with the same config ends with the same
-  parameters as one that was never interrupted.
+  Config, data and model are checked before anything is written. The folder is then locked
+  against other writers (`WorkdirLock`). Writes `config.json`, `log.jsonl` (train metrics
+  every `train.log_every` steps, with the learning rate, and one record per epoch),
+  `checkpoints/`, `results.json` and `curves.png`; with `tensorboard`, the same scalars go to
+  `tensorboard/` too (needs `tensorboardX`, the `mmreg[tensorboard]` extra). `progress` shows
+  one bar per epoch with the loss and, when the epoch ends, its validation accuracy. The run
+  is exactly reproducible: an interrupted run restarted with the same config ends with the
+  same parameters as one that was never interrupted.
   """
+  with contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, Path(workdir), cleanup, loss_spec_fn=loss_spec_fn,
+                               progress=progress, max_steps=max_steps, tensorboard=tensorboard)
+
+
+def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStack, *,
+                        loss_spec_fn: Callable[[tuple[str, ...], Mapping[str, Any]], LossSpec]
+                        | None,
+                        progress: bool,
+                        max_steps: int | None,
+                        tensorboard: bool) -> dict[str, Any] | None:
   cfg = config_to_dict(config)
   validate_config(cfg)
+  summary_writer = _summary_writer_class() if tensorboard else None
   runtime = Runtime.from_config(cfg)
-  workdir = Path(workdir)
   splits = prepare_data(cfg["data"])
   train_cfg, seed = cfg["train"], int(cfg["seed"])
   batch_size, epochs = int(train_cfg["batch_size"]), int(train_cfg["epochs"])
@@ -170,31 +346,59 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
   train_step, state = runtime.distribute(step_fn, state)
   predict = make_predict(graphdef)
 
+  if runtime.is_writer:
+    check_writable(workdir)
+    lock = WorkdirLock(workdir)
+    lock.acquire()
+    cleanup.callback(lock.release)
   resumed = bool(broadcast_from_process_0(claim_workdir(workdir, cfg) if runtime.is_writer
                                           else False))
+  if runtime.is_writer:
+    check_writable(workdir / "checkpoints")
   checkpointer = Checkpointer(workdir / "checkpoints", int(train_cfg.get("max_to_keep", 2)))
+  cleanup.callback(checkpointer.close)
+  stop = cleanup.enter_context(StopSignals())
   log_path = workdir / LOG_FILE
   tracked = {"train": state, "best_params": jax.tree.map(jnp.copy, state.params)}
+  code = code_version()
   meta: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val": -1.0, "best_epoch": -1,
-                          "train_seconds": 0.0}
+                          "train_seconds": 0.0, "code": code}
   if resumed and checkpointer.steps():
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tracked)
-    restored_step, tracked, meta = checkpointer.restore(abstract)
+    restored_step, tracked, meta = checkpointer.restore(abstract, move_aside=runtime.is_writer)
     if runtime.is_writer:
       truncate_jsonl(log_path, lambda r: r["step"] <= restored_step)
+      _say(f"resumed from step {restored_step} (epoch {meta['epoch']}, batch {meta['batch']})")
+      if meta.get("code", code) != code:
+        _say(f"warning: step {restored_step} was saved by {meta.get('code')}, this is {code}; "
+             "the resumed run may differ from an uninterrupted one")
+    meta["code"] = code
   elif log_path.exists() and runtime.is_writer:
     log_path.unlink()
+  first_step = int(tracked["train"].step)
+  board = None
+  if summary_writer is not None and runtime.is_writer:
+    board = summary_writer(str(workdir / "tensorboard"), purge_step=first_step + 1)
+    cleanup.callback(board.close)
+  learning_rate = learning_rate_schedule(cfg["optim"], spe, epochs)
+
+  def log(record: dict[str, Any]) -> None:
+    if not runtime.is_writer:
+      return
+    append_jsonl(log_path, record)
+    if board is not None:
+      for name, value in _scalars(to_jsonable(record)):
+        board.add_scalar(name, value, record["step"])
 
   def save(epoch: int, batch: int) -> None:
     meta.update(epoch=epoch, batch=batch)
-    checkpointer.save(int(tracked["train"].step), tracked, meta)
+    step = int(tracked["train"].step)
+    check_saveable(tracked, step)
+    checkpointer.save(step, tracked, meta)
 
   log_every = int(train_cfg.get("log_every", 10))
   ckpt_every = int(train_cfg.get("checkpoint_every_steps", 0))
-  bar = tqdm(total=epochs * spe, initial=int(tracked["train"].step),
-             disable=not (progress and runtime.is_writer),
-             desc=cfg["method"]["name"], leave=False)
   t0 = time.perf_counter() - float(meta["train_seconds"])
   stopped = False
   for epoch in range(int(meta["epoch"]), epochs):
@@ -204,6 +408,11 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
                                       epoch_context(tracked["train"], epoch))
       tracked["train"] = tracked["train"].replace(
           loss_state=loss_state if runtime.plan is None else runtime.plan.place(loss_state))
+    bar = tqdm(total=spe, initial=start, disable=not (progress and runtime.is_writer),
+               desc=f"{cfg['method']['name']} epoch {epoch + 1}/{epochs}", leave=True,
+               dynamic_ncols=True)
+    cleanup.callback(bar.close)
+    postfix: dict[str, str] = {}
     for b, batch in enumerate(runtime.batches(splits.train, batch_size, seed=seed, epoch=epoch,
                                               start=start), start=start):
       tracked["train"], metrics = train_step(tracked["train"], batch)
@@ -211,37 +420,41 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
       bar.update(1)
       check_finite_step(tracked["train"].opt_state, metrics, step, skip_nonfinite)
       if step % log_every == 0:
-        record = {"step": step, "epoch": epoch, **runtime.host(metrics)}
+        record = {"step": step, "epoch": epoch, **runtime.host(metrics),
+                  "lr": float(learning_rate(step - 1))}
         if skip_nonfinite:
           record["skipped_steps"] = int(runtime.host(tracked["train"].opt_state.total_notfinite))
         record.update({f"diag/{k}": v for k, v in
                        runtime.host(find_diagnostics(tracked["train"].opt_state)).items()})
-        if runtime.is_writer:
-          append_jsonl(log_path, record)
-      stopped = step == max_steps
+        log(record)
+        postfix["loss"] = f"{record['loss/total']:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+      stopped = step == max_steps or stop.requested()
       if (stopped or (ckpt_every and step % ckpt_every == 0)) and b + 1 < spe:
         meta["train_seconds"] = time.perf_counter() - t0
         save(epoch, b + 1)
       if stopped:
         break
     if stopped and b + 1 < spe:
+      bar.close()
       break
     val = evaluate(predict, *runtime.local((tracked["train"].params,
                                             tracked["train"].model_state)), splits.val)
     if val["accuracy"] > float(meta["best_val"]):
       meta.update(best_val=val["accuracy"], best_epoch=epoch)
       tracked["best_params"] = jax.tree.map(jnp.copy, tracked["train"].params)
-    if runtime.is_writer:
-      append_jsonl(log_path, {"step": int(tracked["train"].step), "epoch": epoch,
-                              "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_f1"],
-                              **{f"val/accuracy/{m}": a
-                                 for m, a in val["modality_accuracy"].items()}})
+    log({"step": int(tracked["train"].step), "epoch": epoch,
+         "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_f1"],
+         **{f"val/accuracy/{m}": a for m, a in val["modality_accuracy"].items()}})
+    bar.set_postfix({**postfix, "val_acc": f"{val['accuracy']:.4f}"})
+    bar.close()
     meta["train_seconds"] = time.perf_counter() - t0
     save(epoch + 1, 0)
-    if stopped:
+    if stopped or stop.requested():
       break
-  bar.close()
-  checkpointer.close()
+  if stop.requested():
+    raise StoppedBySignalError(stop.received or signal.SIGTERM, int(tracked["train"].step),
+                               workdir.absolute())
   if stopped:
     return None
 
@@ -267,6 +480,28 @@ def train_and_evaluate(config: Any, workdir: str | Path, *,
   return {**results, "state": state, "best_params": tracked["best_params"], "workdir": workdir}
 
 
+_nonfinite_leaves = jax.jit(lambda tree, allow_inf: jax.tree.map(
+    lambda x: (jnp.any(jnp.isnan(x) if allow_inf else ~jnp.isfinite(x))
+               if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(False)), tree),
+    static_argnums=1)
+
+
+def check_saveable(tracked: Mapping[str, Any], step: int) -> None:
+  """Raise NonFiniteError, naming the leaves, if the parameters (current or best) hold NaN/Inf
+  or the optimizer state holds NaN (a saturated +inf statistic may be legitimate there)."""
+  state = tracked["train"]
+  flags = {"params": _nonfinite_leaves(state.params, False),
+           "best_params": _nonfinite_leaves(tracked["best_params"], False),
+           "opt_state": _nonfinite_leaves(state.opt_state, True)}
+  bad = [jax.tree_util.keystr(p, simple=True, separator="/")
+         for p, flag in jax.tree_util.tree_leaves_with_path(to_host(flags)) if flag]
+  if bad:
+    raise NonFiniteError(
+        f"after step {step} {bad[:4]} ({len(bad)} arrays) hold NaN/Inf; nothing was saved and "
+        "the last checkpoint is kept. Lower optim.learning_rate or optim.weight_decay, or "
+        "check the method's options.")
+
+
 def check_finite_step(opt_state: Any, metrics: Mapping[str, jax.Array], step: int,
                       skip_nonfinite: int) -> None:
   """Stop on a non-finite gradient (or on more consecutive ones than may be skipped)."""
@@ -289,9 +524,45 @@ def _classification_spec(modalities: tuple[str, ...], loss_cfg: Mapping[str, Any
   return classification_losses(modalities, **loss_cfg)
 
 
+def _scalars(record: Mapping[str, Any]) -> list[tuple[str, float]]:
+  """The numbers of a JSON-ready log record by name; a list value gives `name/0`, `name/1`…"""
+  out = []
+  for name, value in record.items():
+    values = value if isinstance(value, list) else [value]
+    for i, v in enumerate(values):
+      if name not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+        out.append((f"{name}/{i}" if isinstance(value, list) else name, float(v)))
+  return out
+
+
+def _summary_writer_class() -> Any:
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    raise ImportError("tensorboard=True needs tensorboardX: pip install tensorboardX (or the "
+                      "mmreg[tensorboard] extra)") from None
+  return SummaryWriter
+
+
 def plot_training_curves(log: list[dict[str, Any]], path: Path, title: str) -> Path:
-  train = [r for r in log if "loss/total" in r]
-  val = [r for r in log if "val/accuracy" in r]
-  series = {"train loss": ([r["step"] for r in train], [r["loss/total"] for r in train]),
-            "val accuracy": ([r["step"] for r in val], [r["val/accuracy"] for r in val])}
-  return plot_curves(series, path, title=title, xlabel="step", ylabel="value")
+  """Stacked panels over steps: train losses; validation accuracy (fused and per modality);
+  learning rate; then one panel per method diagnostic found in the log (`diag/…`)."""
+  def series(prefix: str, label: Callable[[str], str]) -> dict[str, tuple[list, list]]:
+    found: dict[str, tuple[list, list]] = {}
+    for r in log:
+      for name, value in _scalars({k: v for k, v in r.items() if k.startswith(prefix)}):
+        xs, ys = found.setdefault(label(name), ([], []))
+        xs.append(r["step"])
+        ys.append(value)
+    return found
+
+  panels = [("train loss", series("loss/", lambda n: n.removeprefix("loss/"))),
+            ("val accuracy", series("val/accuracy", lambda n: n.removeprefix("val/accuracy/")
+                                    if n != "val/accuracy" else "fused")),
+            ("learning rate", series("lr", lambda n: n))]
+  diagnostics = series("diag/", lambda n: n.removeprefix("diag/"))
+  groups: dict[str, dict[str, tuple[list, list]]] = {}
+  for name, xy in diagnostics.items():
+    groups.setdefault(name.split("/")[0], {})[name] = xy
+  panels += [(name, group) for name, group in groups.items()]
+  return plot_panels([p for p in panels if p[1]], path, title=title, xlabel="step")

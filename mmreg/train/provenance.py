@@ -25,6 +25,15 @@ def git_commit(path: str | Path = ".") -> str | None:
   return commit + ("+dirty" if dirty.strip() else "")
 
 
+def code_version() -> dict[str, str | None]:
+  """The mmreg version and git commit: stored with each checkpoint, compared on resume."""
+  try:
+    version = metadata.version("mmreg")
+  except metadata.PackageNotFoundError:
+    version = None
+  return {"mmreg": version, "git_commit": git_commit(Path(__file__).parent)}
+
+
 def provenance() -> dict[str, Any]:
   versions = {}
   for name in PACKAGES:
