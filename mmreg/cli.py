@@ -52,9 +52,9 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, doc: str,
   try:
     rest = flag_values([prog, *argv])
   except (KeyError, AttributeError) as e:  # a --config.<field> the config does not have
-    field = str(e.args[0] if e.args else e).strip("'\"")
-    hint = re.search(r'Did you mean "(\w+)"', str(e))
-    field = re.match(r"\w*", field).group() or field
+    message = str(e.args[0] if e.args else e)
+    hint = re.search(r'Did you mean "(\w+)"', message)
+    field = (re.search(r"\w+", message) or re.search(r".*", message)).group()
     fail(f"the config has no field {field!r}"
          + (f"; did you mean {hint.group(1)!r}?" if hint else " (see --help)"), prog)
   except Exception as e:  # any failure to parse a flag is a usage error

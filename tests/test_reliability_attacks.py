@@ -394,9 +394,9 @@ def test_train_command_reports_an_unknown_config_field_in_one_line(tmp_path):
   out = subprocess.run([sys.executable, "-m", "experiments.train", "--config.train.epochz=1",
                         f"--workdir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
-  assert out.returncode == 1
-  assert out.stderr.strip() == ("error: --config.train.epochz: the config has no field "
-                                "'epochz'; did you mean 'epochs'?")
+  assert out.returncode == 2
+  assert out.stderr.strip() == ("train.py: error: the config has no field 'epochz'; did you "
+                                "mean 'epochs'?")
   assert not (tmp_path / "run").exists()
 
 
