@@ -9,28 +9,18 @@ lihong2303/AGM_ICCV2023:model/CREMAD_net.py:10-17 computes them (inputs zeroed w
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable, Sequence
 
 import jax
+
+from mmreg.metrics.shapley import modality_subsets, shapley_values
 
 
 def zero_input_shapley_logits(subset_logits: Callable[[frozenset[str]], jax.Array],
                               modalities: Sequence[str]) -> dict[str, jax.Array]:
   """`{m: out_m}` from `subset_logits(S)` = fused logits with the inputs outside S zeroed;
   calls it on the 2^M − 1 non-empty subsets."""
-  M = len(modalities)
-  value = {frozenset(c): subset_logits(frozenset(c)) for r in range(1, M + 1)
-           for c in itertools.combinations(modalities, r)}
-  out = {}
-  for m in modalities:
-    others = [o for o in modalities if o != m]
-    total = 0.0
-    for r in range(M):
-      weight = math.factorial(r) * math.factorial(M - r - 1) / math.factorial(M)
-      for c in itertools.combinations(others, r):
-        s = frozenset(c)
-        total = total + weight * (value[s | {m}] - value[s] if s else value[s | {m}])
-    out[m] = total
-  return out
+  # out_m = φ_m + v(∅)/M is the Shapley value of the game with v(∅) set to 0.
+  value = {subset: subset_logits(subset) for subset in modality_subsets(modalities) if subset}
+  value[frozenset()] = 0.0
+  return shapley_values(value, modalities)
