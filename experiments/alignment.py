@@ -45,11 +45,7 @@ cli_lib.define_workdir(FLAGS, "runs/alignment", "Output folder.")
 flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("epochs", 40, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, flag_values=FLAGS)
-cli_lib.define_choices(FLAGS, "views", ("fou", "pix"), tuple(MFEAT_VIEWS),
-                       "The two mfeat views to align.")
-flags.register_validator("views", lambda v: len(set(v)) == 2,
-                         message="--views takes two different views, e.g. --views=fou,pix",
-                         flag_values=FLAGS)
+cli_lib.define_view_pair(FLAGS, ("fou", "pix"), tuple(MFEAT_VIEWS), "The two mfeat views to align.")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:

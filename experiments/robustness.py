@@ -65,11 +65,7 @@ FLAGS = flags.FlagValues()
 cli_lib.define_workdir(FLAGS, "runs/robustness", "Output folder.")
 flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("epochs", 25, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
-cli_lib.define_choices(FLAGS, "views", ("fou", "pix"), tuple(MFEAT_VIEWS),
-                       "The two mfeat views.")
-flags.register_validator("views", lambda v: len(set(v)) == 2,
-                         message="--views takes two different views, e.g. --views=fou,pix",
-                         flag_values=FLAGS)
+cli_lib.define_view_pair(FLAGS, ("fou", "pix"), tuple(MFEAT_VIEWS), "The two mfeat views.")
 flags.DEFINE_enum("teacher", "pix", list(MFEAT_VIEWS),
                   "The strong view that teaches the other (one of --views).", flag_values=FLAGS)
 flags.DEFINE_list("severities", ["0", "0.5", "1", "1.5", "2"],

@@ -85,6 +85,16 @@ def define_choices(flag_values: flags.FlagValues, name: str, default: Sequence[s
   return holder
 
 
+def define_view_pair(flag_values: flags.FlagValues, default: Sequence[str],
+                     views: Sequence[str], help_text: str) -> flags.FlagHolder[list[str]]:
+  """A `--views` flag naming two different items of `views`, comma-separated."""
+  holder = define_choices(flag_values, "views", default, views, help_text)
+  flags.register_validator("views", lambda v: len(set(v)) == 2,
+                           message="--views takes two different views, e.g. --views=fou,pix",
+                           flag_values=flag_values)
+  return holder
+
+
 def float_list(flag_values: flags.FlagValues, name: str) -> list[float]:
   """The values of a comma-separated list flag as floats (one error line if one is not)."""
   try:
