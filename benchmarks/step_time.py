@@ -367,7 +367,8 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
   runners, compiled = mmreg_steps(shape, methods, args.loss_grads_impl)
   runners = {f"mmreg/{k}": v for k, v in runners.items()}
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
-  runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
+  if torch_rows:
+    runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
   times = measure(runners, args.rounds, args.steps)
   joint = times["mmreg/joint"]
   rows = {}
