@@ -22,8 +22,8 @@ class LossGrads:
   all) says which leaves hold real per-loss gradients; the others are zeros
   (`per_loss_grads_over`), which methods that sum over leaves may skip. `nonzero` (static,
   one tuple of L bools per leaf, or None for all True) says which rows of each leaf can be
-  non-zero (`mmreg.train.structured_loss_grads`: a unimodal loss never reaches the other
-  encoders); the other rows are exact zeros, skipped by `weighted_sum` and by
+  non-zero (`mmreg.train.structured_grads.structured_loss_grads`: a unimodal loss never
+  reaches the other encoders); the other rows are exact zeros, skipped by `weighted_sum` and by
   `mmreg.transforms._common.stack_rows`, `gram` and `common_scale`.
   """
 
