@@ -89,7 +89,8 @@ def make_train_step(
   `loss_grads_impl` picks how the stack is computed: "structured"
   (`mmreg.train.structured_grads.structured_loss_grads`: each encoder pulls back only the
   losses that reach it), "vmap" (`per_loss_grads` / `per_loss_grads_over`: one VJP vmapped
-  over all losses) or "auto" (structured for models with the encoder / post-encoder split, else vmap).
+  over all losses) or "auto" (structured for models with the encoder / post-encoder split,
+  else vmap).
   """
   if loss_grads_impl not in ("auto", "structured", "vmap"):
     raise ValueError(f"loss_grads_impl={loss_grads_impl!r}; use 'auto', 'structured' or 'vmap'")
