@@ -1,23 +1,36 @@
-"""Step time of every balancing method relative to joint training, and mmreg vs PyTorch eager.
+"""Step time, XLA FLOPs and peak memory of the balancing methods relative to joint training,
+and mmreg vs PyTorch eager, over a sweep of model shapes.
 
-All steps are measured side by side in one run, interleaved round by round in a fresh random
-order (so a slow spell of the machine, or PyTorch's spinning thread pool, hits every method
-alike): each round times `--steps` consecutive steps of every method; the figure is the
-median over rounds of the mean step time, divided by joint training's. `joint_with_stack` is
-joint training that also computes the per-loss gradient stack (what every stack method pays
-before its own work); the last column divides by it.
-PyTorch eager versions of the joint, OGM-GE and RedReg(reference) steps, written the way the
-reference code does them (separate backward passes per loss for RedReg), run on the same MLP
-and batch in the same rounds; their ratio PyTorch / mmreg is printed (needs `mmreg[bench]`).
+For each shape (MLP width × batch × number of modalities, plus one conv encoder), every method
+runs in the configuration training uses (its registered per-loss stack scope); all steps of a
+shape, mmreg's and PyTorch's, are timed side by side, interleaved round by round in a fresh
+random order, so a slow spell of the machine hits every row alike. Each ratio is computed per
+round (method ÷ joint, or PyTorch ÷ mmreg, in the same round) and reported as the median and
+interquartile range over rounds. Beside each time ratio: the ratio of XLA's FLOP count
+(`cost_analysis`) and the compiled step's peak memory (`memory_analysis`: arguments + outputs +
+temporaries − donated aliases), so the distance to the FLOP floor is visible.
 
-  python -m benchmarks.step_time [--rounds 7 --steps 20 --batch 128 --json out.json]
+`stack` is joint training that also computes the per-loss gradient stack over all parameters
+(what a stack method pays before its own work); `stack_vmap` the same with the stack as one
+VJP vmapped over all losses (`loss_grads_impl="vmap"`, the fallback). PyTorch eager rows
+(needs `mmreg[bench]`): joint; each stack method with its per-loss gradients obtained as the
+authors' code does (one `torch.autograd.grad` per loss); RedReg as the authors' code runs it
+(one backward of the summed loss, plus the redundancy probe every step), against mmreg's
+`redreg` (the authors' form, mmreg's default). PyTorch uses as many threads as the machine's
+cores, like XLA's CPU backend.
+
+  python -m benchmarks.step_time [--widths 64,256,1024 --batches 64,512 --modalities 2,3]
+                                 [--conv] [--rounds 5 --steps 10 --json out.json]
+  python -m benchmarks.step_time --tiny      # one small shape, seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -29,132 +42,273 @@ import numpy as np
 import optax
 
 import mmreg
-from mmreg.train import build_method, get_method, init_train_state, make_train_step
+from mmreg.models import build_model
+from mmreg.train import (
+    build_method,
+    get_method,
+    init_train_state,
+    loss_grads_mask,
+    make_train_step,
+)
 
-# name: (registered method, options, description)
-CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+# row: (registered method, options)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "joint": ("joint", {}),
-    "joint_with_stack": ("joint", {}),
+    "stack": ("joint", {}),
+    "stack_vmap": ("joint", {}),
     "ogm_ge": ("ogm_ge", {}),
     "ogm_ge_no_noise": ("ogm_ge", {"generalization_enhancement": False}),
-    "ogm_ge_reference": ("ogm_ge", {"modulated": "all"}),
     "inforeg": ("inforeg", {}),
     "agm": ("agm", {}),
     "mmpareto": ("mmpareto", {}),
     "pcgrad": ("pcgrad", {}),
     "mgda": ("mgda", {}),
     "dgl": ("dgl", {}),
-    "redreg": ("redreg_subspace", {"total_epochs": 10, "probe_every": 1}),
-    "redreg_probe10": ("redreg_subspace", {"total_epochs": 10, "probe_every": 10}),
-    "redreg_no_probe": ("redreg_subspace", {"total_epochs": 10, "probe_every": 0}),
-    "redreg_reference": ("redreg", {"total_epochs": 10, "probe_every": 1}),
+    "redreg": ("redreg", {"total_epochs": 10, "probe_every": 1}),
+    "redreg_probe10": ("redreg", {"total_epochs": 10, "probe_every": 10}),
+    "redreg_subspace": ("redreg_subspace", {"total_epochs": 10, "probe_every": 10}),
 }
-# Rows that need the per-loss gradient stack although their method does not.
-WITH_STACK = ("joint_with_stack",)
+STACK_ROWS = ("stack", "stack_vmap")  # joint + the stack, although joint does not need it
+VMAP_ROWS = ("stack_vmap",)  # the stack as one VJP vmapped over all losses (the fallback)
+TORCH_ROWS = ("joint", "mmpareto", "pcgrad", "mgda", "dgl", "redreg")
+CLASSES = 10
 
 
-def make_batch(batch: int, dims: dict[str, int], classes: int, seed: int = 0) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """One point of the sweep: encoder kind, width, batch, number of modalities."""
+
+  encoder: str  # "mlp" or "conv"
+  width: int
+  batch: int
+  modalities: int
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple("abcdefgh"[: self.modalities])
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return (self.width,) if self.encoder == "mlp" else (16, 16, 3)
+
+  @property
+  def feature(self) -> int:
+    return max(self.width // 2, 8)
+
+  def label(self) -> str:
+    if self.encoder == "mlp":
+      return f"MLP w{self.width} b{self.batch} M{self.modalities}"
+    return f"conv c{self.width} b{self.batch} M{self.modalities}"
+
+
+def make_batch(shape: Shape, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  out = {m: rng.normal(size=(batch, d)).astype(np.float32) for m, d in dims.items()}
-  out["label"] = rng.integers(0, classes, size=batch).astype(np.int32)
+  out = {m: rng.normal(size=(shape.batch, *shape.input_shape)).astype(np.float32)
+         for m in shape.names}
+  out["label"] = rng.integers(0, CLASSES, size=shape.batch).astype(np.int32)
   return out
 
 
-def mmreg_steps(dims, classes, hidden, feature, batch, steps_per_epoch
-                ) -> dict[str, Callable[[], None]]:
-  model = mmreg.mlp_classifier(dims, classes, hidden=hidden, feature_dim=feature)
+def mmreg_model(shape: Shape):
+  if shape.encoder == "mlp":
+    cfg = {"encoder": "mlp", "hidden": (shape.width,), "feature_dim": shape.feature}
+  else:
+    cfg = {"encoder": "conv2d", "channels": (shape.width, 2 * shape.width),
+           "feature_dim": shape.feature}
+  return build_model(cfg, {m: shape.input_shape for m in shape.names}, CLASSES, seed=0)
+
+
+def mmreg_steps(shape: Shape, methods: list[str], loss_grads_impl: str
+                ) -> tuple[dict[str, Callable[[int], None]], dict[str, dict[str, float]]]:
+  """Runners `steps -> None` per row and each row's compiled FLOPs and peak bytes."""
+  model = mmreg_model(shape)
+  labels = mmreg.param_labels(model)
   spec = mmreg.classification_losses(model.modalities)
-  data = jax.device_put(make_batch(batch, dims, classes))
-  runners = {}
-  for name, (method_name, options) in CONFIGS.items():
+  data = jax.device_put(make_batch(shape))
+  runners, compiled = {}, {}
+  for row in methods:
+    method_name, options = METHODS[row]
     method = get_method(method_name)
-    tx = optax.chain(build_method(method_name, mmreg.param_labels(model), model.modalities,
-                                  options), optax.sgd(2e-3, momentum=0.9))
+    tx = optax.chain(build_method(method_name, labels, model.modalities, options),
+                     optax.sgd(2e-3, momentum=0.9))
     graphdef, state = init_train_state(model, tx, 0)
-    step = make_train_step(graphdef, spec, tx, steps_per_epoch=steps_per_epoch,
-                           with_loss_grads=method.needs_loss_grads or name in WITH_STACK)
+    with_stack = method.needs_loss_grads or row in STACK_ROWS
+    step = make_train_step(
+        graphdef, spec, tx, steps_per_epoch=1000, with_loss_grads=with_stack,
+        loss_grads_mask=loss_grads_mask(labels, method.loss_grads_over) if with_stack else None,
+        loss_grads_impl="vmap" if row in VMAP_ROWS else loss_grads_impl)
+    exe = step.lower(state, data).compile()
+    cost = exe.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    mem = exe.memory_analysis()
+    compiled[row] = {
+        "flops": float(cost.get("flops", math.nan)),
+        "peak_bytes": float(mem.argument_size_in_bytes + mem.output_size_in_bytes
+                            + mem.temp_size_in_bytes - mem.alias_size_in_bytes)}
     holder = {"state": state}
 
-    def run(n, step=step, holder=holder):
+    def run(n, exe=exe, holder=holder):
       for _ in range(n):
-        holder["state"], metrics = step(holder["state"], data)
+        holder["state"], metrics = exe(holder["state"], data)
       jax.block_until_ready(metrics)
 
-    runners[name] = run
-  return runners
+    runners[row] = run
+  return runners, compiled
 
 
-def torch_steps(dims, classes, hidden, feature, batch) -> dict[str, Callable[[int], None]]:
+def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None]]:
+  """PyTorch eager steps on the same architecture and batch (see the module docstring)."""
   import torch
   import torch.nn.functional as F  # noqa: N812
   from torch import nn
 
+  mods = list(shape.names)
+
+  def encoder():
+    if shape.encoder == "mlp":
+      return nn.Sequential(nn.Linear(shape.width, shape.width), nn.ReLU(),
+                           nn.Linear(shape.width, shape.feature), nn.ReLU())
+    c = shape.width
+    return nn.Sequential(nn.Conv2d(3, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, 2 * c, 3, 2, 1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(2 * c, shape.feature), nn.ReLU())
+
   class Net(nn.Module):
     def __init__(self):
       super().__init__()
-      def enc(d):
-        layers, prev = [], d
-        for h in (*hidden, feature):
-          layers += [nn.Linear(prev, h), nn.ReLU()]
-          prev = h
-        return nn.Sequential(*layers)
-      self.enc = nn.ModuleDict({m: enc(d) for m, d in dims.items()})
-      self.head = nn.Linear(feature * len(dims), classes)
-      self.aux = nn.ModuleDict({m: nn.Linear(feature, classes) for m in dims})
+      self.enc = nn.ModuleDict({m: encoder() for m in mods})
+      self.head = nn.Linear(shape.feature * len(mods), CLASSES)
+      self.aux = nn.ModuleDict({m: nn.Linear(shape.feature, CLASSES) for m in mods})
 
     def forward(self, x):
-      h = {m: self.enc[m](x[m]) for m in dims}
-      return self.head(torch.cat([h[m] for m in dims], 1)), {m: self.aux[m](h[m]) for m in dims}, h
+      h = {m: self.enc[m](x[m]) for m in mods}
+      return self.head(torch.cat([h[m] for m in mods], 1)), {m: self.aux[m](h[m]) for m in mods}, h
 
-  np_batch = make_batch(batch, dims, classes)
-  x = {m: torch.from_numpy(np_batch[m]) for m in dims}
+  np_batch = make_batch(shape)
+  to_nchw = (lambda a: a) if shape.encoder == "mlp" else (lambda a: a.transpose(0, 3, 1, 2))
+  x = {m: torch.from_numpy(np.ascontiguousarray(to_nchw(np_batch[m]))) for m in mods}
   y = torch.from_numpy(np_batch["label"]).long()
-  mods = list(dims)
 
   def build():
     torch.manual_seed(0)
     net = Net()
     return net, torch.optim.SGD(net.parameters(), lr=2e-3, momentum=0.9)
 
-  models = {k: build() for k in ("joint", "ogm_ge", "redreg")}
+  def losses_of(net):
+    out, aux, h = net(x)
+    return [F.cross_entropy(out, y)] + [F.cross_entropy(aux[m], y) for m in mods], aux, h
+
+  def per_loss_grads(net, losses):
+    """One autograd.grad per loss, as the authors' code obtains them."""
+    params = list(net.parameters())
+    grads = []
+    for loss in losses:
+      g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+      grads.append([torch.zeros_like(p) if gi is None else gi
+                    for p, gi in zip(params, g, strict=True)])
+    return params, grads
+
+  def encoder_params(net, m):
+    return {id(p) for p in net.enc[m].parameters()}
+
+  def min_norm(G):
+    """Frank–Wolfe on the min-norm point of the convex hull (MGDA's MinNormSolver loop)."""
+    L = len(G)
+    a = np.full(L, 1.0 / L)
+    for _ in range(250):
+      t = int(np.argmin(G @ a))
+      d = np.eye(L)[t] - a
+      denom = d @ G @ d
+      step = 1.0 if denom <= 0 else float(np.clip(-(a @ G @ d) / denom, 0.0, 1.0))
+      a = a + step * d
+      if step * np.abs(d).sum() < 1e-5:
+        break
+    return a
+
+  def joint(net, opt, n):
+    for _ in range(n):
+      opt.zero_grad()
+      losses, _, _ = losses_of(net)
+      sum(losses).backward()
+      opt.step()
+
+  def mmpareto(net, opt, n, gamma=1.5):
+    for _ in range(n):
+      opt.zero_grad()
+      losses, _, _ = losses_of(net)
+      params, grads = per_loss_grads(net, losses)
+      for k, p in enumerate(params):
+        owner = next((i for i, m in enumerate(mods) if id(p) in encoder_params(net, m)), None)
+        g_sum = sum(g[k] for g in grads)
+        if owner is None:
+          p.grad = g_sum
+          continue
+        g_mm, g_uni = grads[0][k], grads[1 + owner][k]
+        if F.cosine_similarity(g_mm.flatten(), g_uni.flatten(), dim=0) > 0:
+          w1 = 0.5
+        else:
+          diff = g_mm - g_uni
+          w1 = float(torch.clamp(((g_uni - g_mm) * g_uni).sum() / (diff * diff).sum(), 0, 1))
+        g_new = 2 * (w1 * g_mm + (1 - w1) * g_uni)
+        if g_sum.norm() > g_new.norm():
+          g_new = g_new / (g_new.norm() + 1e-12) * g_sum.norm()
+        p.grad = gamma * g_new
+      opt.step()
+
+  def pcgrad(net, opt, n):
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+      opt.zero_grad()
+      losses, _, _ = losses_of(net)
+      params, grads = per_loss_grads(net, losses)
+      flat = [torch.cat([g.flatten() for g in gs]) for gs in grads]
+      projected = [f.clone() for f in flat]
+      for i, gi in enumerate(projected):
+        for j in rng.permutation(len(flat)):
+          dot = (gi * flat[j]).sum()
+          if j != i and dot < 0:
+            gi -= dot / (flat[j] * flat[j]).sum() * flat[j]
+      total = sum(projected)
+      offset = 0
+      for p in params:
+        p.grad = total[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+      opt.step()
+
+  def mgda(net, opt, n):
+    for _ in range(n):
+      opt.zero_grad()
+      losses, _, _ = losses_of(net)
+      params, grads = per_loss_grads(net, losses)
+      flat = torch.stack([torch.cat([g.flatten() for g in gs]) for gs in grads])
+      alpha = torch.from_numpy(min_norm((flat @ flat.T).double().numpy())).float()
+      total = len(losses) * (alpha @ flat)
+      offset = 0
+      for p in params:
+        p.grad = total[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+      opt.step()
+
+  def dgl(net, opt, n):
+    for _ in range(n):
+      opt.zero_grad()
+      losses, _, _ = losses_of(net)
+      params, grads = per_loss_grads(net, losses)
+      owners = {m: encoder_params(net, m) for m in mods}
+      for k, p in enumerate(params):
+        owner = next((i for i, m in enumerate(mods) if id(p) in owners[m]), None)
+        p.grad = grads[0][k] if owner is None else grads[1 + owner][k]
+      opt.step()
+
   state: dict[str, Any] = {"hist": {m: [] for m in mods}, "ema": {}, "anchor": None}
 
-  def joint(n):
-    net, opt = models["joint"]
-    for _ in range(n):
-      opt.zero_grad()
-      out, aux, _ = net(x)
-      loss = F.cross_entropy(out, y) + sum(F.cross_entropy(aux[m], y) for m in mods)
-      loss.backward()
-      opt.step()
-
-  def ogm_ge(n, alpha=0.8):
-    net, opt = models["ogm_ge"]
-    for _ in range(n):
-      opt.zero_grad()
-      out, aux, _ = net(x)
-      loss = F.cross_entropy(out, y) + sum(F.cross_entropy(aux[m], y) for m in mods)
-      loss.backward()
-      score = {m: F.softmax(aux[m], 1)[torch.arange(len(y)), y].sum().item() for m in mods}
-      ratio = {mods[0]: score[mods[0]] / score[mods[1]], mods[1]: score[mods[1]] / score[mods[0]]}
-      coeff = {m: 1 - math.tanh(alpha * max(ratio[m], 0)) if ratio[m] > 1 else 1.0 for m in mods}
-      for m in mods:
-        for p in net.enc[m].parameters():
-          if p.grad is not None:
-            p.grad = p.grad * coeff[m] + torch.zeros_like(p.grad).normal_(
-                0, p.grad.std().item() + 1e-8)
-      opt.step()
-
-  def redreg_reference(n):
-    net, opt = models["redreg"]
+  def redreg_authors(net, opt, n):
     if state["anchor"] is None:
       state["anchor"] = {k: v.detach().clone() for k, v in net.named_parameters()}
     for _ in range(n):
       opt.zero_grad()
-      out, aux, h = net(x)
-      losses = [F.cross_entropy(out, y)] + [F.cross_entropy(aux[m], y) for m in mods]
-      for i, loss in enumerate(losses):  # separate backward passes per loss
-        loss.backward(retain_graph=i < len(losses) - 1)
+      losses, aux, h = losses_of(net)
+      sum(losses).backward()
       with torch.no_grad():
         p = {m: F.softmax(aux[m], 1)[torch.arange(len(y)), y].mean().item() for m in mods}
         r = {}
@@ -183,73 +337,134 @@ def torch_steps(dims, classes, hidden, feature, batch) -> dict[str, Callable[[in
             param.grad = g + beta * d_perp
       opt.step()
 
-  return {"joint": joint, "ogm_ge_reference": ogm_ge, "redreg_reference": redreg_reference}
+  steps = {"joint": joint, "mmpareto": mmpareto, "pcgrad": pcgrad, "mgda": mgda, "dgl": dgl,
+           "redreg": redreg_authors}
+  runners = {}
+  for row in rows:
+    net, opt = build()
+    runners[row] = lambda n, f=steps[row], net=net, opt=opt: f(net, opt, n)
+  return runners
 
 
 def measure(runners: dict[str, Callable[[int], None]], rounds: int, steps: int
-            ) -> dict[str, float]:
-  for run in runners.values():  # compile / warm up
+            ) -> dict[str, list[float]]:
+  """Seconds per step of every runner, one entry per round, rounds interleaved."""
+  for run in runners.values():  # warm up
     run(2)
   times: dict[str, list[float]] = {k: [] for k in runners}
   order = np.random.default_rng(0)
   for _ in range(rounds):
-    for name in order.permutation(list(runners)):  # no method always follows the same one
-      run = runners[name]
+    for name in order.permutation(list(runners)):  # no row always follows the same one
       t0 = time.perf_counter()
-      run(steps)
+      runners[name](steps)
       times[name].append((time.perf_counter() - t0) / steps)
-  return {k: statistics.median(v) for k, v in times.items()}
+  return times
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+  """Median and interquartile range of the per-round ratios num/den."""
+  r = sorted(a / b for a, b in zip(num, den, strict=True))
+  q = statistics.quantiles(r, n=4, method="inclusive") if len(r) > 1 else [r[0], r[0], r[0]]
+  return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
+
+
+def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_torch: bool
+              ) -> dict[str, Any]:
+  runners, compiled = mmreg_steps(shape, methods, args.loss_grads_impl)
+  runners = {f"mmreg/{k}": v for k, v in runners.items()}
+  torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
+  if torch_rows:
+    runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
+  times = measure(runners, args.rounds, args.steps)
+  joint = times["mmreg/joint"]
+  rows = {}
+  for name in methods:
+    t = times[f"mmreg/{name}"]
+    row = {"ms": 1e3 * statistics.median(t), "x_joint": ratio_stats(t, joint),
+           "flops_x_joint": compiled[name]["flops"] / compiled["joint"]["flops"],
+           "peak_mib": compiled[name]["peak_bytes"] / 2**20,
+           "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"]}
+    if name in torch_rows:
+      tt = times[f"torch/{name}"]
+      row["torch_ms"] = 1e3 * statistics.median(tt)
+      row["torch_over_mmreg"] = ratio_stats(tt, t)
+    rows[name] = row
+  return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
+
+
+def print_shape(result: dict[str, Any]) -> None:
+  print(f"\n{result['label']}")
+  print(f"{'row':<18}{'ms':>9}{'x joint [IQR]':>22}{'FLOP x':>8}{'peak MiB':>10}{'mem x':>7}"
+        f"{'torch ms':>10}{'torch/mmreg [IQR]':>22}")
+  for name, r in result["rows"].items():
+    x = r["x_joint"]
+    line = (f"{name:<18}{r['ms']:>9.3f}{x['median']:>8.2f} [{x['q1']:.2f}, {x['q3']:.2f}]"
+            f"{r['flops_x_joint']:>8.2f}{r['peak_mib']:>10.2f}{r['peak_x_joint']:>7.2f}")
+    if "torch_ms" in r:
+      t = r["torch_over_mmreg"]
+      line += f"{r['torch_ms']:>10.3f}{t['median']:>8.2f} [{t['q1']:.2f}, {t['q3']:.2f}]"
+    print(line)
+
+
+def shapes_of(args: argparse.Namespace) -> list[Shape]:
+  if args.tiny:
+    return [Shape("mlp", 16, 8, 2)]
+  ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+  out = [Shape("mlp", w, b, m) for w in ints(args.widths) for b in ints(args.batches)
+         for m in ints(args.modalities)]
+  if args.conv:
+    out.append(Shape("conv", 16, 64, 2))
+  return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--dim", type=int, default=256, help="input width of each modality")
-  parser.add_argument("--hidden", type=int, default=256)
-  parser.add_argument("--feature", type=int, default=128)
-  parser.add_argument("--classes", type=int, default=10)
+  parser.add_argument("--widths", default="64,256,1024", help="MLP widths (input and hidden)")
+  parser.add_argument("--batches", default="64,512")
+  parser.add_argument("--modalities", default="2,3", help="numbers of modalities")
+  parser.add_argument("--conv", action="store_true", help="add a 2-D conv encoder shape")
+  parser.add_argument("--methods", default=",".join(METHODS),
+                      help=f"rows (joint is always measured); any of {list(METHODS)}")
+  parser.add_argument("--loss-grads-impl", default="auto", choices=("auto", "structured", "vmap"),
+                      help="how make_train_step computes the per-loss stack")
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--tiny", action="store_true", help="one small shape, 2 rounds of 2 steps")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = parser.parse_args(argv)
-  dims = {"a": args.dim, "b": args.dim}
-  shape = (dims, args.classes, (args.hidden,), args.feature, args.batch)
-  runners = {f"mmreg/{k}": v for k, v in mmreg_steps(*shape, steps_per_epoch=1000).items()}
+  if args.tiny:
+    args.rounds, args.steps = 2, 2
+  methods = ["joint", *[m for m in args.methods.split(",") if m and m != "joint"]]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    raise SystemExit(f"unknown rows {unknown}; valid: {list(METHODS)}")
   has_torch = False
+  threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   if not args.no_torch:
     try:
       import torch
-      runners.update({f"torch/{k}": v for k, v in torch_steps(*shape).items()})
+      torch.set_num_threads(threads)
       has_torch = True
     except ImportError:
       print("torch is not installed (pip install 'mmreg[bench]'); skipping the PyTorch rows")
-  med = measure(runners, args.rounds, args.steps)
-  joint = med["mmreg/joint"]
-  print(f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
-        f"batch {args.batch}, MLP {args.dim}->{args.hidden}->{args.feature} x2 modalities, "
-        f"3 losses, {args.rounds} rounds x {args.steps} steps")
-  stack = med["mmreg/joint_with_stack"]
-  print(f"{'method':<22}{'ms/step':>10}{'x joint':>10}{'x joint+stack':>15}")
-  for name in CONFIGS:
-    t = med[f"mmreg/{name}"]
-    print(f"{name:<22}{1e3 * t:>10.3f}{t / joint:>10.2f}{t / stack:>15.2f}")
-  result: dict[str, Any] = {"ms_per_step": {k: 1e3 * v for k, v in med.items()},
-                            "ratio_to_joint": {k: med[f"mmreg/{k}"] / joint for k in CONFIGS},
-                            "args": vars(args), "device": jax.devices()[0].platform}
+  header = {"device": jax.devices()[0].platform,
+            "cpu": platform.processor() or platform.machine(), "cores": threads,
+            "jax": jax.__version__, "loss_grads_impl": args.loss_grads_impl,
+            "rounds": args.rounds, "steps": args.steps}
   if has_torch:
     import torch
-    print(f"\nPyTorch eager {torch.__version__} ({torch.get_num_threads()} threads) vs mmreg")
-    print(f"{'step':<22}{'torch ms':>10}{'mmreg ms':>10}{'torch/mmreg':>13}")
-    result["torch_over_mmreg"] = {}
-    for name in ("joint", "ogm_ge_reference", "redreg_reference"):
-      t, j = med[f"torch/{name}"], med[f"mmreg/{name}"]
-      result["torch_over_mmreg"][name] = t / j
-      print(f"{name:<22}{1e3 * t:>10.3f}{1e3 * j:>10.3f}{t / j:>13.2f}")
+    header["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+  print(" ".join(f"{k}={v}" for k, v in header.items()))
+  results = []
+  for shape in shapes_of(args):
+    results.append(run_shape(shape, methods, args, has_torch))
+    print_shape(results[-1])
+  out = {"header": header, "args": vars(args), "shapes": results}
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+      json.dump(out, f, indent=2)
+  return out
 
 
 if __name__ == "__main__":

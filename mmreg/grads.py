@@ -20,12 +20,17 @@ class LossGrads:
   `names` is static (part of the tree definition), so methods can look losses up by
   name under `jax.jit` without retracing. `covered` (static, one bool per leaf, or None for
   all) says which leaves hold real per-loss gradients; the others are zeros
-  (`per_loss_grads_over`), which methods that sum over leaves may skip.
+  (`per_loss_grads_over`), which methods that sum over leaves may skip. `nonzero` (static,
+  one tuple of L bools per leaf, or None for all True) says which rows of each leaf can be
+  non-zero (`mmreg.train.structured_grads.structured_loss_grads`: a unimodal loss never
+  reaches the other encoders); the other rows are exact zeros, skipped by `weighted_sum` and by
+  `mmreg.transforms._common.stack_rows`, `gram` and `common_scale`.
   """
 
   grads: PyTree
   names: tuple[str, ...] = struct.field(pytree_node=False)
   covered: tuple[bool, ...] | None = struct.field(pytree_node=False, default=None)
+  nonzero: tuple[tuple[bool, ...], ...] | None = struct.field(pytree_node=False, default=None)
 
   def index(self, name: str) -> int:
     """Position of `name` on the loss axis."""
@@ -47,10 +52,22 @@ class LossGrads:
           f"{method} needs the gradients of losses {missing}, but loss_grads holds "
           f"{self.names}; name those losses in the LossSpec")
 
+  def row_masks(self) -> tuple[tuple[bool, ...], ...]:
+    """Per leaf, which of the L rows can be non-zero (from `covered` and `nonzero`)."""
+    leaves = jax.tree.leaves(self.grads)
+    covered = self.covered or (True,) * len(leaves)
+    nonzero = self.nonzero or ((True,) * self.num_losses,) * len(leaves)
+    return tuple(tuple(c and r for r in rows) for c, rows in zip(covered, nonzero, strict=True))
+
   def weighted_sum(self, weights: Mapping[str, float] | jax.Array) -> PyTree:
-    """Σ_i w_i ∂L_i/∂θ: the total gradient for a weighted loss."""
+    """Σ_i w_i ∂L_i/∂θ: the total gradient for a weighted loss (zero rows skipped)."""
     w = self.weight_vector(weights)
-    return jax.tree.map(lambda g: jnp.tensordot(w.astype(g.dtype), g, axes=1), self.grads)
+    flat, treedef = jax.tree.flatten(self.grads)
+    if self.covered is None and self.nonzero is None:
+      out = [jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in flat]
+    else:
+      out = [_rows_dot(w, g, rows) for g, rows in zip(flat, self.row_masks(), strict=True)]
+    return jax.tree.unflatten(treedef, out)
 
   def weight_vector(self, weights: Mapping[str, float] | jax.Array) -> jax.Array:
     if isinstance(weights, Mapping):
@@ -63,6 +80,16 @@ class LossGrads:
   @property
   def num_losses(self) -> int:
     return len(self.names)
+
+
+def _rows_dot(w: jax.Array, g: jax.Array, rows: Sequence[bool]) -> jax.Array:
+  """Σ_{i: rows[i]} w_i g[i] (zeros if no row is set)."""
+  idx = [i for i, r in enumerate(rows) if r]
+  if not idx:
+    return jnp.zeros(g.shape[1:], g.dtype)
+  if len(idx) == len(rows):
+    return jnp.tensordot(w.astype(g.dtype), g, axes=1)
+  return sum((w[i].astype(g.dtype) * g[i] for i in idx[1:]), w[idx[0]].astype(g.dtype) * g[idx[0]])
 
 
 def per_loss_grads(

@@ -16,6 +16,7 @@ from mmreg.losses.spec import LossSpec
 from mmreg.models.classifier import ModelOutput
 from mmreg.models.interface import check_model, check_output
 from mmreg.train.feature_grads import per_loss_feature_grads
+from mmreg.train.structured_grads import has_encoder_split, structured_loss_grads
 
 PyTree = Any
 
@@ -72,6 +73,7 @@ def make_train_step(
     with_loss_grads: bool = False,
     loss_grads_mask: PyTree | None = None,
     with_feature_grads: bool = False,
+    loss_grads_impl: str = "auto",
     post_update: Callable[[PyTree, PyTree, jax.Array], PyTree] | None = None,
     loss_method: Any = None,
     jit: bool = True,
@@ -96,7 +98,15 @@ def make_train_step(
   stack w.r.t. the encoders' features and passes `feature_grads` (`LossGrads` of
   `{m: [L, B, d_m]}`) and `features_vjp` (`{m: cotangent} -> encoder gradients`); see
   `mmreg.train.feature_grads`.
+
+  `loss_grads_impl` picks how the stack is computed: "structured"
+  (`mmreg.train.structured_grads.structured_loss_grads`: each encoder pulls back only the
+  losses that reach it), "vmap" (`per_loss_grads` / `per_loss_grads_over`: one VJP vmapped
+  over all losses) or "auto" (structured for models with the encoder / post-encoder split,
+  else vmap).
   """
+  if loss_grads_impl not in ("auto", "structured", "vmap"):
+    raise ValueError(f"loss_grads_impl={loss_grads_impl!r}; use 'auto', 'structured' or 'vmap'")
   if with_feature_grads and with_loss_grads:
     raise ValueError("with_feature_grads replaces the parameter stack: pass either "
                      "with_loss_grads or with_feature_grads, not both")
@@ -112,9 +122,15 @@ def make_train_step(
     key, tx_key = jax.random.split(jax.random.wrap_key_data(state.key))
     epoch = state.step // steps_per_epoch
     feature_grads = features_vjp = loss_grads = None
+    structured = with_loss_grads and loss_grads_impl != "vmap" and (
+        loss_grads_impl == "structured"
+        or has_encoder_split(nnx.merge(graphdef, state.params, state.model_state)))
     if with_feature_grads:
       losses, grads, feature_grads, features_vjp, (output, new_model_state) = (
           per_loss_feature_grads(graphdef, spec, state.params, state.model_state, batch))
+    elif structured:
+      losses, grads, loss_grads, (output, new_model_state) = structured_loss_grads(
+          graphdef, spec, state.params, state.model_state, batch, mask=loss_grads_mask)
     elif with_loss_grads and loss_grads_mask is not None:
       losses, grads, loss_grads, (output, new_model_state) = per_loss_grads_over(
           losses_fn, state.params, loss_grads_mask, spec.weights, state.model_state, batch,

@@ -70,32 +70,70 @@ def dot(a: Sequence[jax.Array], b: Sequence[jax.Array]) -> jax.Array:
              jnp.zeros((), jnp.float32))
 
 
-def common_scale(arrays: Sequence[jax.Array | None]) -> jax.Array:
+def common_scale(arrays: Sequence[jax.Array | None],
+                 masks: Sequence[Sequence[bool] | None] | None = None) -> jax.Array:
   """One power of two above the largest |entry| of all `arrays` (1 if all zero); dividing by
-  it is exact and keeps float32 dot products from overflowing (|g| ≳ 1e19) or underflowing."""
-  arrays = [a for a in arrays if a is not None]
-  return power_of_two_scale(jnp.stack([jnp.max(jnp.abs(a.astype(jnp.float32))) for a in arrays]))
+  it is exact and keeps float32 dot products from overflowing (|g| ≳ 1e19) or underflowing.
+  `masks` (optional, one per array: which rows of its leading axis can be non-zero, as
+  `stack_row_masks` gives) skips the rows known to be zero."""
+  masks = masks if masks is not None else [None] * len(arrays)
+  peaks = [jnp.max(jnp.abs(_rows(a, r).astype(jnp.float32)))
+           for a, r in zip(arrays, masks, strict=True) if a is not None and _any(r)]
+  if not peaks:
+    return power_of_two_scale(jnp.zeros((1,), jnp.float32))
+  return power_of_two_scale(jnp.stack(peaks))
+
+
+def _any(rows: Sequence[bool] | None) -> bool:
+  return rows is None or any(rows)
+
+
+def _rows(a: jax.Array, rows: Sequence[bool] | None) -> jax.Array:
+  """The rows of `a` that `rows` marks (all of them for None or all True)."""
+  if rows is None or all(rows):
+    return a
+  return a[jnp.asarray([i for i, r in enumerate(rows) if r])]
 
 
 def stack_rows(loss_grads: Any, names: Sequence[str]) -> list[jax.Array | None]:
   """Leaves of the per-loss stack restricted to `names`, each `[len(names), *shape]`; None for
-  a leaf the stack does not cover (its rows are all zero)."""
+  a leaf whose selected rows are all zero (not covered, or no selected loss reaches it)."""
   idx = tuple(loss_grads.index(n) for n in names)
   leaves = jax.tree.leaves(loss_grads.grads)
-  covered = loss_grads.covered or (True,) * len(leaves)
+  masks = loss_grads.row_masks()
   whole = idx == tuple(range(loss_grads.num_losses))  # the whole stack in order: no copy
-  return [None if not c else g if whole else g[jnp.asarray(idx)]
-          for g, c in zip(leaves, covered, strict=True)]
+  return [None if not any(m[i] for i in idx) else g if whole else g[jnp.asarray(idx)]
+          for g, m in zip(leaves, masks, strict=True)]
 
 
-def gram(rows: Sequence[jax.Array | None]) -> tuple[jax.Array, jax.Array]:
+def stack_row_masks(loss_grads: Any, names: Sequence[str]) -> list[tuple[bool, ...]]:
+  """Per leaf, which of the rows `stack_rows(loss_grads, names)` returns can be non-zero."""
+  idx = tuple(loss_grads.index(n) for n in names)
+  return [tuple(m[i] for i in idx) for m in loss_grads.row_masks()]
+
+
+def gram(rows: Sequence[jax.Array | None],
+         masks: Sequence[Sequence[bool] | None] | None = None) -> tuple[jax.Array, jax.Array]:
   """(G/s², s): G_ij = Σ_leaves ⟨g_i, g_j⟩ for leaves shaped `[L, ...]` (None leaves contribute
-  0), computed on g/s with s = `common_scale(rows)` so it stays finite for any finite g."""
-  rows = [r for r in rows if r is not None]
-  L = rows[0].shape[0]
-  s = common_scale(rows)
-  flat = [r.reshape(L, -1).astype(jnp.float32) / s for r in rows]
-  return sum((f @ f.T for f in flat), jnp.zeros((L, L), jnp.float32)), s
+  0), computed on g/s with s = `common_scale(rows)` so it stays finite for any finite g.
+  `masks` (optional, from `stack_row_masks`) skips the rows known to be zero: a leaf with k
+  non-zero rows costs a k×k block instead of L×L."""
+  masks = masks if masks is not None else [None] * len(rows)
+  pairs = [(r, m) for r, m in zip(rows, masks, strict=True) if r is not None and _any(m)]
+  L = next(r for r in rows if r is not None).shape[0]
+  if not pairs:
+    return jnp.zeros((L, L), jnp.float32), power_of_two_scale(jnp.zeros((1,), jnp.float32))
+  s = common_scale([r for r, _ in pairs], [m for _, m in pairs])
+  G = jnp.zeros((L, L), jnp.float32)
+  for r, m in pairs:
+    f = _rows(r, m).reshape(-1, r[0].size).astype(jnp.float32) / s
+    block = f @ f.T
+    if m is None or all(m):
+      G = G + block
+    else:
+      idx = jnp.asarray([i for i, keep in enumerate(m) if keep])
+      G = G.at[idx[:, None], idx[None, :]].add(block)
+  return G, s
 
 
 def check_loss_stack(loss_grads: Any, names: Sequence[str], method: str) -> None:

@@ -1,0 +1,22 @@
+"""benchmarks/step_time.py in its tiny mode: every figure is there and consistent."""
+
+import json
+import math
+
+from benchmarks.step_time import main
+
+
+def test_step_time_tiny_writes_ratios_flops_and_memory(tmp_path):
+  out = tmp_path / "step_time.json"
+  main(["--tiny", "--no-torch", "--methods", "stack,pcgrad", "--json", str(out)])
+  result = json.loads(out.read_text())
+  (shape,) = result["shapes"]
+  rows = shape["rows"]
+  assert list(rows) == ["joint", "stack", "pcgrad"]
+  assert rows["joint"]["x_joint"]["median"] == 1.0 and rows["joint"]["flops_x_joint"] == 1.0
+  for r in rows.values():
+    x = r["x_joint"]
+    assert x["q1"] <= x["median"] <= x["q3"] and math.isfinite(r["ms"]) and r["peak_mib"] > 0
+  # the per-loss stack adds backward work and memory over joint training
+  assert rows["stack"]["flops_x_joint"] > 1.0 and rows["stack"]["peak_x_joint"] > 1.0
+  assert result["header"]["loss_grads_impl"] == "auto"
