@@ -29,13 +29,3 @@ def test_balance_experiment_writes_results(tmp_path):
 def test_balance_cli_rejects_unknown_method():
   with pytest.raises(SystemExit):
     balance.parse_args(["--methods", "joint,foo"])
-
-
-@pytest.mark.slow
-def test_step_time_benchmark_runs():
-  from benchmarks import step_time
-
-  result = step_time.main(["--rounds", "1", "--steps", "1", "--no-torch", "--batch", "16",
-                           "--dim", "8", "--hidden", "8", "--feature", "8"])
-  assert result["ratio_to_joint"]["joint"] == 1.0
-  assert all(r > 0 for r in result["ratio_to_joint"].values())

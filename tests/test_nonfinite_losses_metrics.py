@@ -32,6 +32,11 @@ def family(family_name: str, dtype, rng: np.random.Generator, *shape: int) -> ja
   return jnp.asarray(rows.reshape(shape), dtype)
 
 
+def _agm_split(x):
+  output = mmreg.ModelOutput(x["logits"], {"a": x["oa"], "b": x["ob"]}, {}, {}, x["logits"])
+  return sum(losses.agm_losses(("a", "b"))(output, {"label": LABELS}).values())
+
+
 def _etf():
   return mmreg.simplex_etf(K, D, jax.random.key(0))
 
@@ -89,6 +94,8 @@ LOSS_CASES = {
         lambda x: losses.distillation_loss(x["s"], x["t"], jnp.linspace(0.0, 1.0, B),
                                            temperature=2.0, weights=PRESENT),
         {"s": (B, K), "t": (B, K)}),
+    "agm_score": (lambda x: losses.agm_score(x["logits"], LABELS), {"logits": (B, K)}),
+    "agm_losses": (_agm_split, {"logits": (B, K), "oa": (B, K), "ob": (B, K)}),
     "dot_regression_loss": (lambda x: losses.dot_regression_loss(x["h"], LABELS, _etf()),
                             {"h": (B, D)}),
     "dot_regression_loss_raw": (
@@ -116,7 +123,8 @@ def test_every_loss_is_covered():
       "ALIGNMENTS", "FUSED", "LossTerm", "check_temperature", "log_temperature_init",
       "class_prototypes", "prototype_init", "update_prototypes", "class_means", "kl_annealing",
       "pmr_coefficients", "pmr_term", "dot_regression", "l2_normalize",
-      "cosine_similarity", "cosine_similarity_matrix", "prototype_uncertainty"}
+      "cosine_similarity", "cosine_similarity_matrix", "prototype_uncertainty", "agm_loss_name",
+      "agm_coefficients"}
   assert set(losses.__all__) - helpers <= covered, set(losses.__all__) - helpers - covered
 
 
@@ -293,7 +301,9 @@ def test_every_metric_is_covered():
   helpers = {  # types, accumulators and helpers of the tested metrics
       "ClassStats", "NeuralCollapse", "class_means", "init_class_stats", "update_class_stats",
       "neural_collapse_from_stats", "neural_collapse_batches", "nc4_counts", "modality_subsets",
-      "same_label", "shapley_logits", "with_subset"}
+      "same_label", "shapley_logits", "with_subset",
+      # statistics over seeds, host-side, refusing NaN by design (tests/test_stats_npz.py)
+      "PairedDifference", "paired_difference", "holm_bonferroni"}
   assert set(metrics.__all__) - helpers <= tested
 
 

@@ -57,8 +57,13 @@ class MultimodalModel(Protocol):
   def __call__(self, batch: Mapping[str, Any]) -> ModelOutput: ...
 
 
-def check_model(model: Any, batch: Mapping[str, Any] | None = None) -> ModelOutput | None:
+def check_model(model: Any, batch: Mapping[str, Any] | None = None, *, split: bool = True
+                ) -> ModelOutput | None:
   """Raise a TypeError naming what `model` lacks of the `MultimodalModel` interface.
+
+  `split=False` checks only what the train step needs of any model (an `nnx.Module` callable
+  as `model(batch)`): without `encode`/`from_features` the per-loss gradient stack falls back
+  to one VJP vmapped over all losses.
 
   With a `batch`, also check that its modalities are the model's (a ValueError otherwise), run
   the model on it abstractly (`jax.eval_shape`: nothing is computed or changed) and check the
@@ -67,15 +72,16 @@ def check_model(model: Any, batch: Mapping[str, Any] | None = None) -> ModelOutp
   name = type(model).__name__
   if not isinstance(model, nnx.Module):
     raise TypeError(f"{name} is not a flax.nnx.Module; {_INTERFACE}")
-  missing = [m for m in ("modalities", *_SIGNATURES) if not hasattr(model, m)]
+  signatures = _SIGNATURES if split else {"__call__": _SIGNATURES["__call__"]}
+  missing = [m for m in ("modalities", *signatures) if split and not hasattr(model, m)]
   if missing:
     raise TypeError(f"{name} lacks {missing}; {_INTERFACE}")
-  modalities = model.modalities
+  modalities = model.modalities if split else ("",)
   if (not isinstance(modalities, tuple | list) or not modalities
       or not all(isinstance(m, str) for m in modalities)):
     raise TypeError(f"{name}.modalities is {modalities!r}; it must be a non-empty tuple of "
                     "modality names (the batch keys)")
-  for method, args in _SIGNATURES.items():
+  for method, args in signatures.items():
     try:
       inspect.signature(getattr(model, method)).bind(*args)
     except TypeError as e:
@@ -83,7 +89,7 @@ def check_model(model: Any, batch: Mapping[str, Any] | None = None) -> ModelOutp
                       f"({e}); {_INTERFACE}") from e
     except ValueError:  # no signature to inspect (a builtin): calling it will tell
       pass
-  if batch is None:
+  if batch is None or not split:
     return None
   names = modality_names(batch)
   if set(names) != set(modalities):
@@ -113,17 +119,18 @@ def check_output(output: Any, model: Any, batch: Mapping[str, Any]) -> None:
   if len(logits_shape) != 2 or (size is not None and logits_shape[0] != size):
     raise TypeError(f"{name}: ModelOutput.logits has shape {logits_shape}; it must be "
                     f"[batch, classes] = [{size}, K]")
+  modalities = tuple(getattr(model, "modalities", None) or modality_names(batch))
   fields = {"modality_logits": output.modality_logits, "features": output.features,
             "latents": output.latents}
   for field, value in fields.items():
     if not isinstance(value, Mapping):
       raise TypeError(f"{name}: ModelOutput.{field} is {type(value).__name__}; it must be a "
                       "dict {modality: array} (an empty dict if the model has none)")
-    unknown = sorted(set(value) - set(model.modalities))
+    unknown = sorted(set(value) - set(modalities))
     if unknown:
-      raise TypeError(f"{name}: ModelOutput.{field} has keys {unknown} that are not in "
-                      f"{name}.modalities {list(model.modalities)}; key it by modality name")
-  absent = [m for m in model.modalities if m not in output.features]
+      raise TypeError(f"{name}: ModelOutput.{field} has keys {unknown} that are not the "
+                      f"modalities {list(modalities)}; key it by modality name")
+  absent = [m for m in modalities if m not in output.features]
   if absent:
     raise TypeError(f"{name}: ModelOutput.features lacks {absent}; return every modality's "
                     "encoder output (after any missing-modality filling)")

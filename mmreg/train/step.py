@@ -47,8 +47,9 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int
                      ) -> tuple[nnx.GraphDef, TrainState]:
-  """Raises a TypeError if `model` does not follow `mmreg.models.MultimodalModel`."""
-  check_model(model)
+  """Raises a TypeError if `model` is not an `nnx.Module` callable as `model(batch)` (the
+  loop and the structure-aware stack need the whole `mmreg.models.MultimodalModel`)."""
+  check_model(model, split=False)
   graphdef, params, rest = split_model(model)
   return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
                               opt_state=tx.init(params),
