@@ -112,7 +112,7 @@ def structured_loss_grads(
   the stack to the covered leaves: the others get zero rows and only their total gradient,
   from one pullback of the weighted cotangent Σ_i w_i c_{i,m}. `pullbacks`: "separate" (one
   backward pass per loss reaching an encoder), "vmap" (one vmapped pass) or "auto": separate on
-  CPU, whose vmapped weight-gradient products need transposed copies (issue 13), vmap on other
+  CPU, whose vmapped weight-gradient products need transposed copies, vmap on other
   backends (not measured: no accelerator was available; see docs/performance.md).
 
   Returns `(losses, grads, LossGrads, (output, new_model_state))`, like
