@@ -208,6 +208,13 @@ def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None
                     for p, gi in zip(params, g, strict=True)])
     return params, grads
 
+  def set_flat_grads(params, total):
+    """Hand each parameter its slice of the flat combined gradient `total`."""
+    offset = 0
+    for p in params:
+      p.grad = total[offset:offset + p.numel()].view_as(p)
+      offset += p.numel()
+
   def encoder_params(net, m):
     return {id(p) for p in net.enc[m].parameters()}
 
@@ -269,10 +276,7 @@ def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None
           if j != i and dot < 0:
             gi -= dot / (flat[j] * flat[j]).sum() * flat[j]
       total = sum(projected)
-      offset = 0
-      for p in params:
-        p.grad = total[offset:offset + p.numel()].view_as(p)
-        offset += p.numel()
+      set_flat_grads(params, total)
       opt.step()
 
   def mgda(net, opt, n):
@@ -282,11 +286,8 @@ def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None
       params, grads = per_loss_grads(net, losses)
       flat = torch.stack([torch.cat([g.flatten() for g in gs]) for gs in grads])
       alpha = torch.from_numpy(min_norm((flat @ flat.T).double().numpy())).float()
-      total = len(losses) * (alpha @ flat)
-      offset = 0
-      for p in params:
-        p.grad = total[offset:offset + p.numel()].view_as(p)
-        offset += p.numel()
+      total = alpha @ flat  # scale 1, as mmreg's mgda default
+      set_flat_grads(params, total)
       opt.step()
 
   def dgl(net, opt, n):
