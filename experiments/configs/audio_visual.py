@@ -23,7 +23,7 @@ def get_config(dataset: str = "crema_d") -> ml_collections.ConfigDict:
   c = default_config()
   c.data = ml_collections.ConfigDict({"name": dataset, "options": {
       "data_dir": "~/tensorflow_datasets", "manual_dir": "", "config": "small",
-      "frames": "stack", "val_fraction": 0.1, "seed": 0}})
+      "frames": "stack", "val_fraction": 0.1, "seed": 0, "streaming": True}})
   c.model.encoder = "conv2d"
   c.model.channels = (32, 64)
   c.model.feature_dim = 128

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -24,12 +24,7 @@ class MultimodalDataset:
     for m, x in self.inputs.items():
       if len(x) != n:
         raise ValueError(f"modality {m!r} has {len(x)} samples but there are {n} labels")
-    if n and not np.issubdtype(np.asarray(self.labels).dtype, np.integer):
-      raise ValueError(f"labels have dtype {np.asarray(self.labels).dtype}; class labels must be "
-                       "integers: pass labels.astype(np.int32)")
-    if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-      raise ValueError(f"labels span [{self.labels.min()}, {self.labels.max()}], outside "
-                       f"[0, {self.num_classes - 1}]")
+    check_labels(self.labels, self.num_classes)
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -41,6 +36,10 @@ class MultimodalDataset:
   @property
   def input_shapes(self) -> dict[str, tuple[int, ...]]:
     return {m: tuple(x.shape[1:]) for m, x in self.inputs.items()}
+
+  @property
+  def input_dtypes(self) -> dict[str, np.dtype]:
+    return {m: x.dtype for m, x in self.inputs.items()}
 
   def take(self, index: np.ndarray) -> MultimodalDataset:
     present = None if self.present is None else {m: p[index] for m, p in self.present.items()}
@@ -69,6 +68,24 @@ class MultimodalDataset:
 
   def class_counts(self) -> np.ndarray:
     return np.bincount(self.labels, minlength=self.num_classes)
+
+  def batches(self, indices: Iterable[np.ndarray]) -> Iterator[Batch]:
+    """`take(i).as_batch()` for each index array `i`, in order."""
+    return (self.take(i).as_batch() for i in indices)
+
+  def chunks(self) -> Iterator[tuple[int, Mapping[str, np.ndarray]]]:
+    """(first row, `{modality: rows}`) over the whole split: here one chunk, no copy."""
+    yield 0, self.inputs
+
+
+def check_labels(labels: np.ndarray, num_classes: int) -> None:
+  """Raise unless `labels` are integers in [0, num_classes)."""
+  if len(labels) and not np.issubdtype(np.asarray(labels).dtype, np.integer):
+    raise ValueError(f"labels have dtype {np.asarray(labels).dtype}; class labels must be "
+                     "integers: pass labels.astype(np.int32)")
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels span [{labels.min()}, {labels.max()}], outside "
+                     f"[0, {num_classes - 1}]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,12 +135,17 @@ def standardize(splits: Splits, eps: float = 1e-6) -> Splits:
 
 
 def check_finite(data: MultimodalDataset, source: str) -> None:
-  """Raise if any modality holds NaN/Inf, naming the modality and the sample count."""
-  for m, x in data.inputs.items():
-    bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
-    if bad.any():
-      raise ValueError(f"{source}: modality {m!r} has NaN/Inf in {int(bad.sum())} samples "
-                       f"(first rows {np.flatnonzero(bad)[:5].tolist()}); clean or drop them")
+  """Raise if any modality holds NaN/Inf, naming the modality and the sample count; reads the
+  split chunk by chunk (`data.chunks()`), so a streamed split stays out of memory."""
+  bad: dict[str, list[np.ndarray]] = {m: [] for m in data.modalities}
+  for lo, chunk in data.chunks():
+    for m, x in chunk.items():
+      bad[m].append(lo + np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+  for m, rows in bad.items():
+    rows = np.concatenate(rows) if rows else np.zeros(0, int)
+    if rows.size:
+      raise ValueError(f"{source}: modality {m!r} has NaN/Inf in {rows.size} samples "
+                       f"(first rows {rows[:5].tolist()}); clean or drop them")
 
 
 def check_split(data: MultimodalDataset, reference: MultimodalDataset, source: str) -> None:
@@ -138,8 +160,8 @@ def check_split(data: MultimodalDataset, reference: MultimodalDataset, source: s
       raise ValueError(f"{source}: modality {m!r} has per-sample shape {shape}, the model is "
                        f"built for the train split's {reference.input_shapes[m]}; give every "
                        "split the same features")
-    if not np.issubdtype(data.inputs[m].dtype, np.floating):
-      raise ValueError(f"{source}: modality {m!r} has dtype {data.inputs[m].dtype}; the model "
+    if not np.issubdtype(data.input_dtypes[m], np.floating):
+      raise ValueError(f"{source}: modality {m!r} has dtype {data.input_dtypes[m]}; the model "
                        "takes floating-point inputs: convert with .astype(np.float32)")
   if data.num_classes != reference.num_classes:
     raise ValueError(f"{source}: {data.num_classes} classes, the train split has "
@@ -171,11 +193,18 @@ def iterate_batches(data: MultimodalDataset, batch_size: int, *, seed: int, epoc
   exactly the batches an uninterrupted run would. The incomplete last batch is dropped
   so every step has the same shapes.
   """
-  if batch_size > len(data):
-    raise ValueError(f"batch_size {batch_size} exceeds the {len(data)} training samples")
-  order = np.random.default_rng((seed, epoch)).permutation(len(data))
-  for b in range(start, steps_per_epoch(len(data), batch_size)):
-    yield data.take(order[b * batch_size:(b + 1) * batch_size]).as_batch()
+  yield from data.batches(batch_indices(len(data), batch_size, seed=seed, epoch=epoch,
+                                        start=start))
+
+
+def batch_indices(num_samples: int, batch_size: int, *, seed: int, epoch: int, start: int = 0
+                  ) -> Iterator[np.ndarray]:
+  """The sample indices of each batch of `iterate_batches`, from batch index `start` on."""
+  if batch_size > num_samples:
+    raise ValueError(f"batch_size {batch_size} exceeds the {num_samples} training samples")
+  order = np.random.default_rng((seed, epoch)).permutation(num_samples)
+  for b in range(start, steps_per_epoch(num_samples, batch_size)):
+    yield order[b * batch_size:(b + 1) * batch_size]
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -185,7 +214,7 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 def eval_batches(data: MultimodalDataset, batch_size: int) -> Iterator[tuple[Batch, np.ndarray]]:
   """Batches in order, the last padded to full size; yields (batch, valid mask)."""
   n = len(data)
-  for lo in range(0, n, batch_size):
-    idx = np.arange(lo, lo + batch_size)
-    valid = idx < n
-    yield data.take(np.where(valid, idx, n - 1)).as_batch(), valid
+  valid = [np.arange(lo, lo + batch_size) < n for lo in range(0, n, batch_size)]
+  index = [np.where(v, np.arange(lo, lo + batch_size), n - 1)
+           for lo, v in zip(range(0, n, batch_size), valid, strict=True)]
+  yield from zip(data.batches(index), valid, strict=True)

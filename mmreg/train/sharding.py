@@ -32,7 +32,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mmreg.data.batch import Batch
-from mmreg.data.dataset import MultimodalDataset, iterate_batches, steps_per_epoch
+from mmreg.data.dataset import MultimodalDataset, batch_indices, iterate_batches
 
 PyTree = Any
 DATA_AXIS, FSDP_AXIS = "data", "fsdp"
@@ -156,13 +156,10 @@ def process_batches(data: MultimodalDataset, batch_size: int, plan: MeshPlan, *,
 
   The order depends only on (seed, epoch), exactly as in `mmreg.data.iterate_batches`.
   """
-  if batch_size > len(data):
-    raise ValueError(f"batch_size {batch_size} exceeds the {len(data)} training samples")
   rows = plan.local_rows(batch_size)
-  order = np.random.default_rng((seed, epoch)).permutation(len(data))
-  for b in range(start, steps_per_epoch(len(data), batch_size)):
-    index = order[b * batch_size:(b + 1) * batch_size][rows]
-    yield plan.shard_batch(data.take(index).as_batch(), batch_size)
+  order = batch_indices(len(data), batch_size, seed=seed, epoch=epoch, start=start)
+  for batch in data.batches(index[rows] for index in order):
+    yield plan.shard_batch(batch, batch_size)
 
 
 def to_host(tree: PyTree) -> PyTree:

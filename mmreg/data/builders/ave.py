@@ -102,7 +102,10 @@ def read_annotations(path: Path) -> list[tuple[str, str]]:
 
 
 def load_ave(data_dir: str, manual_dir: str | None = None, config: ConfigLike = "default",
-             frames: str = "stack", val_fraction: float = 0.1, seed: int = 0) -> Splits:
-  """AVE splits (modalities "audio", "visual"; 28 classes), built on first use."""
+             frames: str = "stack", val_fraction: float = 0.1, seed: int = 0,
+             streaming: bool = True) -> Splits:
+  """AVE splits (modalities "audio", "visual"; 28 classes), built on first use; streamed
+  unless `streaming=False` (see `load_splits`)."""
   return load_splits(MmregAve, data_dir=data_dir, manual_dir=manual_dir, config=config,
-                     frames=frames, val_fraction=val_fraction, seed=seed)
+                     frames=frames, val_fraction=val_fraction, seed=seed,
+                     streaming=streaming)

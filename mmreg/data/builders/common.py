@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
 from mmreg.data.builders import audio, video
-from mmreg.data.dataset import MultimodalDataset, Splits, stratified_split
+from mmreg.data.dataset import Splits, stratified_split
+from mmreg.data.streaming import SourceDataset
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -206,21 +208,30 @@ def frames_to_model_input(frames: np.ndarray, layout: str) -> np.ndarray:
   return x
 
 
-def read_split(source: Any) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-  """All examples of an array_record data source, in clip-id order."""
-  examples = [source[i] for i in range(len(source))]
-  ids = [e["clip_id"].decode() if isinstance(e["clip_id"], bytes) else str(e["clip_id"])
-         for e in examples]
+def model_example(example: Mapping[str, Any], frames: str) -> dict[str, Any]:
+  """One stored example as the model takes it: audio as stored, frames through
+  `frames_to_model_input`, the label; the clip id is dropped."""
+  return {"audio": example["audio"],
+          "visual": frames_to_model_input(example["visual"][None], frames)[0],
+          "label": np.int32(example["label"])}
+
+
+def clip_order(source: Any, chunk_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+  """(the permutation that puts a data source's examples in clip-id order, their labels in that
+  order), read in one pass of `chunk_size` examples at a time."""
+  ids, labels = [], []
+  for lo in range(0, len(source), chunk_size):
+    for e in source.__getitems__(range(lo, min(lo + chunk_size, len(source)))):
+      ids.append(e["clip_id"].decode() if isinstance(e["clip_id"], bytes) else str(e["clip_id"]))
+      labels.append(int(e["label"]))
   order = np.argsort(ids, kind="stable")
-  take = [examples[i] for i in order]
-  inputs = {"audio": np.stack([e["audio"] for e in take]),
-            "visual": np.stack([e["visual"] for e in take])}
-  return inputs, np.array([e["label"] for e in take], np.int32), [ids[i] for i in order]
+  return order, np.asarray(labels, np.int32)[order]
 
 
 def load_splits(builder_cls: type[AudioVisualBuilder], *, data_dir: str | Path,
                 manual_dir: str | Path | None = None, config: ConfigLike = "default",
-                frames: str = "stack", val_fraction: float = 0.1, seed: int = 0) -> Splits:
+                frames: str = "stack", val_fraction: float = 0.1, seed: int = 0,
+                streaming: bool = True) -> Splits:
   """Build the dataset if `data_dir` does not hold it yet, then read it TF-free into `Splits`.
 
   Modalities: "audio" `[T, F, 1]` log spectrogram, "visual" frames (see
@@ -229,6 +240,12 @@ def load_splits(builder_cls: type[AudioVisualBuilder], *, data_dir: str | Path,
   the literature's sizes, "small": 64-px frames for CPU runs) or gives an `AVConfig` (or the
   dict of its fields, as JSON configs do). An empty `manual_dir` means TFDS's default,
   `<data_dir>/downloads/manual`.
+
+  `streaming=True` (the default: CREMA-D at the default size is about 10 GB as float32) gives
+  `SourceDataset` splits over the array_record files, which hold only labels and row indices
+  and read a few batches at a time; `streaming=False` reads every split into a
+  `MultimodalDataset`. Both give the same rows in the same (clip-id) order, so training on
+  either gives the same parameters.
   """
   if isinstance(config, Mapping):
     config = AVConfig(**config)
@@ -237,15 +254,17 @@ def load_splits(builder_cls: type[AudioVisualBuilder], *, data_dir: str | Path,
     download_config = tfds.download.DownloadConfig(
         manual_dir=str(Path(manual_dir).expanduser()) if manual_dir else None)
     builder.download_and_prepare(download_config=download_config)
-  sources = builder.as_data_source()
-  parts = {}
-  for split, source in sources.items():
-    inputs, labels, _ = read_split(source)
-    inputs["visual"] = frames_to_model_input(inputs["visual"], frames)
-    parts[split] = MultimodalDataset(inputs, labels, builder_cls.NUM_CLASSES)
+  parts: dict[str, Any] = {}
+  for split, source in builder.as_data_source().items():
+    order, labels = clip_order(source)
+    parts[split] = SourceDataset(source, builder_cls.NUM_CLASSES,
+                                 transform=functools.partial(model_example, frames=frames),
+                                 rows=order, labels=labels)
   if "validation" not in parts:
     train = parts["train"]
     train_idx, val_idx = stratified_split(train.labels, (1 - val_fraction, val_fraction), seed)
-    parts["train"], parts["validation"] = train.take(np.sort(train_idx)), train.take(
-        np.sort(val_idx))
+    parts["train"], parts["validation"] = (train.subset(np.sort(train_idx)),
+                                           train.subset(np.sort(val_idx)))
+  if not streaming:
+    parts = {split: part.take(np.arange(len(part))) for split, part in parts.items()}
   return Splits(parts["train"], parts["validation"], parts["test"])

@@ -109,7 +109,10 @@ def read_split_csv(path: Path) -> list[tuple[str, str]]:
 
 
 def load_crema_d(data_dir: str, manual_dir: str | None = None, config: ConfigLike = "default",
-                 frames: str = "stack", val_fraction: float = 0.1, seed: int = 0) -> Splits:
-  """CREMA-D splits (modalities "audio", "visual"; 6 classes), building them on first use."""
+                 frames: str = "stack", val_fraction: float = 0.1, seed: int = 0,
+                 streaming: bool = True) -> Splits:
+  """CREMA-D splits (modalities "audio", "visual"; 6 classes), building them on first
+  use; streamed unless `streaming=False` (see `load_splits`)."""
   return load_splits(MmregCremaD, data_dir=data_dir, manual_dir=manual_dir, config=config,
-                     frames=frames, val_fraction=val_fraction, seed=seed)
+                     frames=frames, val_fraction=val_fraction, seed=seed,
+                     streaming=streaming)

@@ -100,7 +100,10 @@ def read_split_file(path: Path, class_names: list[str]) -> list[tuple[str, int]]
 
 def load_kinetics_sounds(data_dir: str, manual_dir: str | None = None,
                          config: ConfigLike = "default", frames: str = "stack",
-                         val_fraction: float = 0.1, seed: int = 0) -> Splits:
-  """Kinetics-Sounds splits (modalities "audio", "visual"; 31 classes), built on first use."""
+                         val_fraction: float = 0.1, seed: int = 0,
+                         streaming: bool = True) -> Splits:
+  """Kinetics-Sounds splits (modalities "audio", "visual"; 31 classes), built on first use;
+  streamed unless `streaming=False` (see `load_splits`)."""
   return load_splits(MmregKineticsSounds, data_dir=data_dir, manual_dir=manual_dir,
-                     config=config, frames=frames, val_fraction=val_fraction, seed=seed)
+                     config=config, frames=frames, val_fraction=val_fraction, seed=seed,
+                     streaming=streaming)
