@@ -35,6 +35,7 @@ from mmreg.data.longtail import (
 from mmreg.data.mfeat import MFEAT_VIEWS, load_mfeat, load_mfeat_arrays
 from mmreg.data.npz import load_npz
 from mmreg.data.selection import acquisition_scores, select_top
+from mmreg.data.streaming import SourceDataset
 from mmreg.data.synthetic import (
     CompetitionConfig,
     bayes_accuracy,
@@ -51,6 +52,7 @@ __all__ = [
     "CompetitionConfig",
     "MultimodalDataset",
     "ShotThresholds",
+    "SourceDataset",
     "Splits",
     "acquisition_scores",
     "balanced_subset",

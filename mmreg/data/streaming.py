@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmreg.data.batch import LABEL, Batch
 from mmreg.data.dataset import MultimodalDataset, check_labels
+
+if TYPE_CHECKING:
+  import grain
 
 Example = Mapping[str, Any]
 
@@ -35,7 +38,8 @@ class SourceDataset:
 
   def __init__(self, source: Any, num_classes: int, *,
                transform: Callable[[Any], Example] = dict, rows: np.ndarray | None = None,
-               labels: np.ndarray | None = None, read_options: Any = None,
+               labels: np.ndarray | None = None,
+               read_options: grain.ReadOptions | None = None,
                chunk_size: int = 64) -> None:
     if len(source) == 0:
       raise ValueError("the source holds no examples; a SourceDataset needs at least one to "
@@ -50,9 +54,8 @@ class SourceDataset:
                   for m, x in first.items() if m != LABEL}
     self.modalities: tuple[str, ...] = tuple(self._spec)
     if labels is None:
-      labels = np.concatenate([np.asarray([int(e[LABEL]) for e in self._examples(chunk)],
-                                          np.int32)
-                               for chunk in self._row_chunks()] or [np.zeros(0, np.int32)])
+      labels = np.asarray([int(transform(e)[LABEL]) for chunk in self._row_chunks()
+                           for e in self._stored(chunk)], np.int32)
     self.labels = np.asarray(labels)
     if len(self.labels) != len(self.rows):
       raise ValueError(f"{len(self.labels)} labels for {len(self.rows)} rows; give one label "
@@ -96,14 +99,19 @@ class SourceDataset:
     return self._derive(modalities=tuple(modalities))
 
   def take(self, index: np.ndarray) -> MultimodalDataset:
-    """The rows `index` (positions in this split), read into memory; each distinct row once."""
+    """The rows `index` (positions in this split), read into memory: each distinct row is read
+    and transformed once, straight into the output arrays."""
     index = np.asarray(index, np.int64)
     rows, repeats = np.unique(self.rows[index], return_inverse=True)  # padding repeats rows
-    read = self._examples(rows)
-    examples = [read[j] for j in repeats]
-    inputs = {m: np.stack([e[m] for e in examples]) if examples
-              else np.zeros((0, *shape), dtype) for m, (shape, dtype) in
-              ((m, self._spec[m]) for m in self.modalities)}
+    positions: list[list[int]] = [[] for _ in rows]
+    for position, j in enumerate(repeats.ravel()):
+      positions[j].append(position)
+    inputs = {m: np.empty((len(index), *self._spec[m][0]), self._spec[m][1])
+              for m in self.modalities}
+    for example, where in zip(self._stored(rows), positions, strict=True):
+      example = self.transform(example)
+      for m, x in inputs.items():
+        x[where] = example[m]
     return MultimodalDataset(inputs, self.labels[index], self.num_classes)
 
   def batches(self, indices: Iterable[np.ndarray]) -> Iterator[Batch]:
@@ -132,12 +140,11 @@ class SourceDataset:
     for lo in range(0, len(self.rows), self.chunk_size):
       yield self.rows[lo:lo + self.chunk_size]
 
-  def _examples(self, rows: np.ndarray) -> list[Example]:
-    """The transformed examples at source positions `rows`, in one batched read if offered."""
+  def _stored(self, rows: np.ndarray) -> list[Any]:
+    """The stored examples at source positions `rows`, in one batched read if offered."""
     rows = [int(r) for r in rows]
     read_many = getattr(self.source, "__getitems__", None)
-    stored = read_many(rows) if read_many is not None and rows else [self.source[r] for r in rows]
-    return [self.transform(e) for e in stored]
+    return read_many(rows) if read_many is not None and rows else [self.source[r] for r in rows]
 
   def _derive(self, **changes: Any) -> SourceDataset:
     derived = copy.copy(self)
