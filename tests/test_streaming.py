@@ -2,6 +2,7 @@
 the in-memory path: the same rows, batches and trained parameters, in bounded memory."""
 
 import threading
+import tracemalloc
 import weakref
 from pathlib import Path
 
@@ -176,10 +177,11 @@ def test_streamed_training_holds_a_few_batches_and_matches_in_memory(monkeypatch
   # Stopped in the middle of epoch 0 (15 steps per epoch), then resumed.
   assert train_and_evaluate(cfg, tmp_path / "streamed", progress=False, max_steps=7) is None
   streamed = train_and_evaluate(cfg, tmp_path / "streamed", progress=False)
-  # Train reads batches of 16; evaluation (val, test) batches of 512; two read at once.
-  for source, batch in ((sources["train"], 16), (sources["val"], 512), (sources["test"], 512)):
-    assert max(source.calls) <= batch and sum(source.calls) >= 2 * len(source)
-    assert source.peak <= 2 * batch < len(source)
+  # Training and evaluation (in batches of 512) read at most 16 rows per call (chunk_size),
+  # two batches at once, and keep none of the stored rows.
+  for source in sources.values():
+    assert max(source.calls) <= 16 and sum(source.calls) >= 2 * len(source)
+    assert source.peak <= 2 * (16 + 1)
     assert source.alive == 0
   cfg.data.options = {"streaming": False}
   held = train_and_evaluate(cfg, tmp_path / "held", progress=False)
@@ -189,6 +191,32 @@ def test_streamed_training_holds_a_few_batches_and_matches_in_memory(monkeypatch
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert held["test"] == streamed["test"]
+
+
+def test_a_streamed_epoch_peaks_at_a_few_batches_of_memory():
+  class Wide:  # 1000 rows of 10,000 float32 (40 kB), made when read: 40 MB in all
+    def __len__(self) -> int:
+      return 1000
+
+    def __getitem__(self, i: int) -> dict:
+      return {"x": np.full(10_000, i, np.float32), "label": i % 3}
+
+  split = SourceDataset(Wide(), 3, chunk_size=16)
+  batch_bytes = 16 * 40_000
+  next(iterate_batches(split, 16, seed=0, epoch=0))  # imports grain before tracing
+  order = np.random.default_rng((0, 1)).permutation(1000)
+  tracemalloc.start()
+  try:
+    for b, batch in enumerate(iterate_batches(split, 16, seed=0, epoch=1)):
+      np.testing.assert_array_equal(batch["x"][:, 0], order[16 * b:16 * b + 16])
+    for b, (batch, valid) in enumerate(eval_batches(split, 16)):
+      np.testing.assert_array_equal(batch["x"][valid, -1], np.arange(16 * b, 1000)[:16])
+    check_finite(split, "wide")
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  # Two batches being read (each with its stored rows), the one in use and the previous one.
+  assert peak < 8 * batch_bytes < 1000 * 40_000 // 5
 
 
 def test_bad_rows_give_the_in_memory_error_line(monkeypatch):

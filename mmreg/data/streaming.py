@@ -25,7 +25,8 @@ class SourceDataset:
   `transform` turns one stored example into `{modality: array, "label": int}` (per sample, no
   batch axis; other keys dropped). `rows` picks and orders the source's examples (an index
   permutation or subset, never a copy of the data); `labels` are those rows' labels, read in
-  one chunked pass when not given. The labels and `rows` (O(N) integers) are all a split holds.
+  one chunked pass when not given. The labels and `rows` (O(N) integers) are all a split holds;
+  the source is read `chunk_size` rows at a time.
 
   It offers what training and evaluation use of a `MultimodalDataset` (`len`, `modalities`,
   `input_shapes`, `input_dtypes`, `num_classes`, `labels`, `class_counts`, `select`, `present`
@@ -100,7 +101,7 @@ class SourceDataset:
 
   def take(self, index: np.ndarray) -> MultimodalDataset:
     """The rows `index` (positions in this split), read into memory: each distinct row is read
-    and transformed once, straight into the output arrays."""
+    (`chunk_size` rows per read) and transformed once, straight into the output arrays."""
     index = np.asarray(index, np.int64)
     rows, repeats = np.unique(self.rows[index], return_inverse=True)  # padding repeats rows
     positions: list[list[int]] = [[] for _ in rows]
@@ -108,10 +109,12 @@ class SourceDataset:
       positions[j].append(position)
     inputs = {m: np.empty((len(index), *self._spec[m][0]), self._spec[m][1])
               for m in self.modalities}
-    for example, where in zip(self._stored(rows), positions, strict=True):
-      example = self.transform(example)
-      for m, x in inputs.items():
-        x[where] = example[m]
+    for lo in range(0, len(rows), self.chunk_size):  # one chunk of stored rows alive at a time
+      for example, where in zip(self._stored(rows[lo:lo + self.chunk_size]),
+                                positions[lo:lo + self.chunk_size], strict=True):
+        example = self.transform(example)
+        for m, x in inputs.items():
+          x[where] = example[m]
     return MultimodalDataset(inputs, self.labels[index], self.num_classes)
 
   def batches(self, indices: Iterable[np.ndarray]) -> Iterator[Batch]:
