@@ -21,7 +21,7 @@ from mmreg.data.registry import DATASETS, load_dataset  # noqa: E402
 from mmreg.data.streaming import SourceDataset  # noqa: E402
 from mmreg.train.loop import prepare_data, train_and_evaluate  # noqa: E402
 
-# ImageNet statistics of mmreg/data/builders/common.py, as torchvision normalises frames.
+# The ImageNet mean and std that mmreg/data/builders/common.py normalises frames with.
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
