@@ -13,6 +13,12 @@ from scipy.optimize import minimize
 import mmreg
 
 
+def _weighted_total(rows, weights):
+  """Σ_k w_k ∇L_k of toy rows `{loss: tree}` (w_k = 1 unless given)."""
+  return add(*(jax.tree.map(lambda x, c=c: c * x, t)
+               for t, c in ((rows[n], weights.get(n, 1.0)) for n in rows)))
+
+
 def _vec(t):
   return np.concatenate([flat(t)[p].ravel() for p in sorted(SHAPES)])
 
@@ -50,8 +56,9 @@ def _run(name, rows, **options):
   """One compiled update per method, options and stack shape, shared by the tests."""
   options = tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
                          for k, v in options.items()))
+  weights = dict(options).get("loss_weights", ())
   tx, update = _jitted(name, options)
-  total = add(*rows.values())
+  total = _weighted_total(rows, dict(weights))  # the incoming update Σ_k w_k ∇L_k
   return update(total, tx.init(total), loss_grads=loss_grads(rows))
 
 

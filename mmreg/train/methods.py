@@ -49,7 +49,9 @@ class Method:
   (schedules over training). `loss_method`: for loss-side methods, builds from `**options`
   the `LossMethod` whose epoch-level state the loop keeps in `TrainState.loss_state`
   (`mmreg.train.loss_methods`). `needs`: from the options, the `MethodNeeds` the loop applies
-  (model config, loss spec, stack)."""
+  (model config, loss spec, stack). `takes_loss_weights`: the builder takes the run's loss
+  weights as the `loss_weights` option (the stack methods, whose incoming update must be
+  Σ_k w_k ∇L_k)."""
 
   build: Builder
   needs_loss_grads: bool = False
@@ -58,6 +60,7 @@ class Method:
   needs_total_epochs: bool = False
   loss_method: LossMethodBuilder | None = None
   needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None
+  takes_loss_weights: bool = False
 
 
 def _joint(param_labels: Any, modalities: tuple[str, ...]) -> optax.GradientTransformation:
@@ -73,10 +76,11 @@ def register_method(name: str, build: Builder, *, needs_loss_grads: bool = False
                     loss_grads_over: str | tuple[str, ...] = "all",
                     needs_total_epochs: bool = False,
                     loss_method: LossMethodBuilder | None = None,
-                    needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None) -> None:
+                    needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None,
+                    takes_loss_weights: bool = False) -> None:
   loss_grads_mask({}, loss_grads_over)  # validates the scope
   METHODS[name] = Method(build, needs_loss_grads, post_update, loss_grads_over,
-                         needs_total_epochs, loss_method, needs)
+                         needs_total_epochs, loss_method, needs, takes_loss_weights)
 
 
 def loss_grads_mask(param_labels: Any, over: str | Sequence[str]) -> Any:
@@ -103,12 +107,16 @@ def get_method(name: str) -> Method:
 
 
 def build_method(name: str, param_labels: Any, modalities: tuple[str, ...],
-                 options: Mapping[str, Any] | None = None, *, total_epochs: int | None = None
+                 options: Mapping[str, Any] | None = None, *, total_epochs: int | None = None,
+                 loss_weights: Mapping[str, float] | None = None
                  ) -> optax.GradientTransformation:
   """The method's gradient transformation; `total_epochs` fills that option for methods
-  that schedule over training, unless the options set it."""
+  that schedule over training, `loss_weights` (the run's `LossSpec.weights`) for methods that
+  take them, unless the options set them."""
   method = get_method(name)
   options = dict(options or {})
+  if method.takes_loss_weights and loss_weights is not None:
+    options.setdefault("loss_weights", dict(loss_weights))
   if method.needs_total_epochs and "total_epochs" not in options:
     if total_epochs is None:
       raise ValueError(f"method {name!r} needs the run's length: pass total_epochs")
