@@ -11,6 +11,7 @@ import pytest
 from balance_toys import SHAPES, add, flat, flat_labels, labels, loss_grads, tree
 
 import mmreg
+from mmreg.train import build_method
 from mmreg.transforms._stack import StackContractError
 
 STACK_METHODS = {
@@ -198,3 +199,35 @@ def test_losses_not_combined_keep_their_weight(rng):
   want = (f - (f @ a) / (a @ a) * a) + (a - (a @ f) / (f @ f) * f) + 3.0 * vec["b"]
   got = np.concatenate([flat(out)[p].ravel() for p in sorted(SHAPES)])
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_build_method_passes_the_run_loss_weights(rng):
+  """The loop hands the stack methods its LossSpec weights, so its weighted update passes."""
+  rows = _rows(rng)
+  weights = {"fused": 1.0, "a": 0.5, "b": 0.25}
+  total = _weighted_total(rows, weights)
+  for name in STACK_METHODS:
+    tx = build_method(name, labels(), ("a", "b"), {}, loss_weights=weights)
+    jax.block_until_ready(jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows)))
+
+
+def test_mmpareto_g_sum_uses_the_loss_weights(rng):
+  """GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py:165-167, 180-206 with g_sum the gradient of
+  Σ_k w_k L_k: for cos > 0, per tensor g̃ = 2(½g_mm + ½g_uni), rescaled to ‖g_sum‖ when that
+  is larger, times γ = 1.5 (:178); fusion and head keep the total gradient."""
+  fused = tree(rng)
+  rows = {"fused": fused, "a": add(fused, tree(rng, 0.1)), "b": add(fused, tree(rng, 0.1))}
+  weights = {"fused": 2.0, "b": 3.0}
+  total = _weighted_total(rows, weights)
+  tx = mmreg.mmpareto(labels(), loss_weights=weights)
+  out, state = jax.jit(tx.update)(total, tx.init(total), loss_grads=loss_grads(rows))
+  np.testing.assert_array_equal(state.diagnostics["weight_fused"], [0.5, 0.5])
+  for path, lab in flat_labels().items():
+    if lab not in ("a", "b"):
+      np.testing.assert_allclose(flat(out)[path], flat(total)[path], rtol=1e-6)
+      continue
+    g = flat(rows["fused"])[path] + flat(rows[lab])[path]
+    g_sum = sum(weights.get(n, 1.0) * flat(r)[path] for n, r in rows.items())
+    if np.linalg.norm(g_sum) > np.linalg.norm(g):
+      g = g * np.linalg.norm(g_sum) / np.linalg.norm(g)
+    np.testing.assert_allclose(flat(out)[path], 1.5 * g, rtol=1e-5)
