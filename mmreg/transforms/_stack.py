@@ -153,15 +153,17 @@ def _mismatch_message(method: str, rel: float, tolerance: float) -> str:
 
 
 def check_stack_updates(updates: Any, loss_grads: Any, w: jax.Array, method: str,
-                  recomputed: Sequence[bool] | None = None) -> None:
-  """Raise `StackContractError` unless `updates` equal Σ_k w_k ∇L_k (relative difference of the
-  global norms at most `updates_tolerance`) on the leaves the method recomputes.
+                        recomputed: Sequence[bool] | None = None) -> None:
+  """Raise `StackContractError` unless `updates` equal Σ_k w_k ∇L_k on the leaves the method
+  recomputes (`updates_mismatch` at most `updates_tolerance`).
 
-  Outside a trace it raises at once. Under `jit` / `vmap` the check runs on the device and only
-  a mismatch calls back to the host (`jax.debug.callback` in a `lax.cond`), where the error is
-  raised; it reaches the caller as a `JaxRuntimeError` whose message ends with this one.
-  `checkify` would need every caller to wrap its step in `checkify.checkify`. Non-finite
-  inputs (NaN difference) are left to the caller's non-finite handling."""
+  Outside a trace it raises at once. Under `jit` the comparison runs on the device and only a
+  mismatch calls back to the host (`jax.debug.callback` in a `lax.cond`), where the error is
+  raised; it reaches the caller as a `JaxRuntimeError` whose message ends with this one. Under
+  `vmap` the cond's branches both run, so the callback runs every step and raises only if
+  some element mismatches. `checkify` was not chosen: it would need every caller to wrap its
+  step in `checkify.checkify`. Non-finite inputs (NaN difference) are left to the caller's
+  non-finite handling (`optax.apply_if_finite`, the training loop's checks)."""
   check_rows_match(updates, stack_rows(loss_grads, loss_grads.names), method)
   rel, tolerance = updates_mismatch(updates, loss_grads, w, recomputed)
 
