@@ -59,7 +59,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ogm_ge": ("ogm_ge", {}),
     "ogm_ge_no_noise": ("ogm_ge", {"generalization_enhancement": False}),
     "inforeg": ("inforeg", {}),
-    "agm": ("agm", {}),
+    "agm": ("agm", {"apply_to": "encoders"}),
     "mmpareto": ("mmpareto", {}),
     "pcgrad": ("pcgrad", {}),
     "mgda": ("mgda", {}),

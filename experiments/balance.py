@@ -51,10 +51,12 @@ from mmreg.train import (
   EpochContext,
   build_loss_method,
   build_method,
-  get_method,
   init_train_state,
   make_predict,
   make_train_step,
+  method_loss_spec,
+  method_needs,
+  model_config_for,
 )
 from mmreg.train.diagnostics import find_diagnostics
 from mmreg.train.results import mean_ci, write_json
@@ -119,10 +121,13 @@ class Trainer:
     self.method, self.args, self.modalities = method, args, modalities
     self.splits = splits.select(modalities)
     self.spe = len(self.splits.train) // args.batch_size
-    model = self.build_model(0)
-    self.spec = classification_losses(modalities)
     name = "joint" if method == "unimodal" else method
     options = method_options(name, args.epochs)
+    self.model_cfg = model_config_for(
+        name, {"encoder": args.encoder, "hidden": (64,), "feature_dim": 32}, options)
+    model = self.build_model(0)
+    self.spec = (method_loss_spec(name, modalities, options)
+                 or classification_losses(modalities))
     self.optimizer = optax.sgd(args.lr, momentum=0.9)
     self.loss_method = build_loss_method(name, options)
     self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities, options),
@@ -131,14 +136,13 @@ class Trainer:
     self.graphdef = graphdef
     self.predict = make_predict(graphdef)
     self.step = make_train_step(graphdef, self.spec, self.tx, steps_per_epoch=self.spe,
-                                with_loss_grads=get_method(name).needs_loss_grads,
+                                with_loss_grads=method_needs(name, options).loss_grads,
                                 loss_method=self.loss_method)
     self.warm = False
 
   def build_model(self, seed: int):
     shapes = {m: self.splits.train.input_shapes[m] for m in self.modalities}
-    return build_model({"encoder": self.args.encoder, "hidden": (64,), "feature_dim": 32},
-                       shapes, self.splits.train.num_classes, seed)
+    return build_model(self.model_cfg, shapes, self.splits.train.num_classes, seed)
 
   def context(self, state, seed: int, epoch: int) -> EpochContext:
     return EpochContext(self.graphdef, state.params, state.model_state, self.splits.train,

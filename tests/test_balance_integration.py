@@ -15,7 +15,9 @@ from mmreg.train import build_method, get_method, init_train_state, make_train_s
 
 METHODS = ["joint", "ogm_ge", "inforeg", "agm", "redreg", "redreg_subspace", "mmpareto", "dgl",
            "pcgrad", "mgda"]
-OPTIONS = {"redreg": {"total_epochs": 2, "probe_every": 2},
+# agm's default needs its own model and losses (tests/test_agm_loop.py); here the per-encoder
+# option runs on the classification losses.
+OPTIONS = {"agm": {"apply_to": "encoders"}, "redreg": {"total_epochs": 2, "probe_every": 2},
            "redreg_subspace": {"total_epochs": 2}}
 
 

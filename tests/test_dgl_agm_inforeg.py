@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 from balance_toys import (
@@ -14,7 +15,7 @@ import mmreg
 
 def test_dgl_routes_losses_to_parameters(rng):
   rows = {"fused": tree(rng), "a": tree(rng), "b": tree(rng)}
-  total = add(*rows.values())
+  total = add(rows["fused"], jax.tree.map(lambda x: 2.0 * x, rows["a"]), rows["b"])  # Σ w_k g_k
   tx = mmreg.dgl(labels(), alpha=1.0, loss_weights={"a": 2.0})
   out, _ = tx.update(total, tx.init(total), loss_grads=loss_grads(rows))
   for path, lab in flat_labels().items():

@@ -11,6 +11,13 @@ from balance_toys import SHAPES, add, flat, loss_grads, tree
 from scipy.optimize import minimize
 
 import mmreg
+from mmreg.transforms.pcgrad import pcgrad_coefficients
+
+
+def _weighted_total(rows, weights):
+  """Σ_k w_k ∇L_k of toy rows `{loss: tree}` (w_k = 1 unless given)."""
+  return add(*(jax.tree.map(lambda x, c=c: c * x, t)
+               for t, c in ((rows[n], weights.get(n, 1.0)) for n in rows)))
 
 
 def _vec(t):
@@ -50,8 +57,9 @@ def _run(name, rows, **options):
   """One compiled update per method, options and stack shape, shared by the tests."""
   options = tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
                          for k, v in options.items()))
+  weights = dict(options).get("loss_weights", ())
   tx, update = _jitted(name, options)
-  total = add(*rows.values())
+  total = _weighted_total(rows, dict(weights))  # the incoming update Σ_k w_k ∇L_k
   return update(total, tx.init(total), loss_grads=loss_grads(rows))
 
 
@@ -174,6 +182,11 @@ def test_min_norm_weights_solver_branches():
 
 
 def test_torchjd_agrees():
+  """torchjd's aggregators (torchjd.aggregation, run with torchjd 0.18.0 / torch 2.13.0):
+  MGDA (Frank–Wolfe, `_mgda.py`) and PCGrad (`_pcgrad.py`: per loss i a fresh
+  `torch.randperm` of the others). For L ≥ 3 the permutations torchjd draws are replayed from
+  the same torch seed into `pcgrad_coefficients`; MGDA's exact min-norm point may only be
+  shorter than torchjd's approximate one (its ε = 1e-3 stopping rule)."""
   torch = pytest.importorskip("torch")
   aggregation = pytest.importorskip("torchjd.aggregation")
   rng = np.random.default_rng(11)
@@ -186,6 +199,22 @@ def test_torchjd_agrees():
   out, _ = _run("pcgrad", rows)
   np.testing.assert_allclose(_vec(out), aggregation.PCGrad()(matrix).numpy(), rtol=1e-4,
                              atol=1e-5)
+  for L in (3, 4):
+    rows = _conflicting(rng, L)
+    G = np.stack([_vec(t) for t in rows.values()])
+    matrix = torch.tensor(G, dtype=torch.float64)
+    torch.manual_seed(L)
+    perms = [torch.randperm(L).numpy() for _ in range(L)]
+    torch.manual_seed(L)
+    want = aggregation.PCGrad()(matrix).numpy()
+    # torchjd skips j == i; the authors' loop projects on g_i too, a no-op unless g_i^PC·g_i < 0.
+    coefficients = pcgrad_coefficients(
+        jax.numpy.asarray(G @ G.T, jax.numpy.float32), jax.numpy.asarray(np.stack(perms)))
+    np.testing.assert_allclose(np.asarray(coefficients) @ G, want, rtol=1e-4, atol=1e-5)
+    out, _ = _run("mgda", rows)
+    reference = aggregation.MGDA()(matrix).numpy()
+    assert np.linalg.norm(_vec(out)) <= np.linalg.norm(reference) * (1 + 1e-5)
+    np.testing.assert_allclose(np.linalg.norm(_vec(out)), np.linalg.norm(reference), rtol=0.05)
 
 
 @pytest.mark.parametrize("factory", [mmreg.pcgrad, mmreg.mgda])

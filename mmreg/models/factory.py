@@ -46,10 +46,13 @@ def make_encoder(kind: str, input_shape: tuple[int, ...], cfg: Mapping[str, Any]
 def build_model(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ...]],
                 num_classes: int, seed: int) -> MultimodalClassifier:
   """Model config keys: encoder (or a per-modality dict), hidden, feature_dim, channels,
-  fusion, fusion_options, latent_dim, shared_space, missing, modality_logits ("aux_heads" or
-  "head_slices"); for `resnet`: width, blocks, downsample, norm."""
+  fusion, fusion_options, latent_dim, shared_space, missing, modality_logits ("aux_heads",
+  "head_slices", "zero_input_shapley"; "auto" is "aux_heads"); for `resnet`: width, blocks,
+  downsample, norm."""
   rngs = nnx.Rngs(seed)
   kinds = cfg.get("encoder", "auto")
+  modality_logits = cfg.get("modality_logits", "auto")
+  modality_logits = "aux_heads" if modality_logits == "auto" else modality_logits
   encoders = {m: make_encoder(kinds.get(m, "auto") if isinstance(kinds, Mapping) else kinds,
                               tuple(shape), cfg, rngs=rngs)
               for m, shape in input_shapes.items()}
@@ -58,7 +61,7 @@ def build_model(cfg: Mapping[str, Any], input_shapes: Mapping[str, tuple[int, ..
                               fusion_options=dict(cfg.get("fusion_options", {})),
                               shared_space=bool(cfg.get("shared_space", False)),
                               missing=cfg.get("missing", "zero"),
-                              modality_logits=cfg.get("modality_logits", "aux_heads"),
+                              modality_logits=modality_logits,
                               head=cfg.get("head", "linear"), rngs=rngs)
 
 

@@ -15,8 +15,9 @@ def default_config() -> ml_collections.ConfigDict:
                                       "options": {"views": ("fou", "pix"), "seed": 0}})
   c.model = ml_collections.ConfigDict({"encoder": "auto", "hidden": (128,), "feature_dim": 64,
                                        "fusion": "concat", "latent_dim": 32,
-                                       "fusion_options": {}, "modality_logits": "aux_heads",
+                                       "fusion_options": {}, "modality_logits": "auto",
                                        "name": "multimodal_classifier"})
+  # modality_logits "auto": what the method needs (agm: zero_input_shapley), else aux_heads.
   c.loss = ml_collections.ConfigDict({"fused_weight": 1.0, "unimodal_weight": 1.0,
                                       "label_smoothing": 0.0})
   c.method = ml_collections.ConfigDict({"name": "joint", "options": {}})

@@ -47,6 +47,9 @@ from mmreg.train.methods import (
     build_post_update,
     get_method,
     loss_grads_mask,
+    method_loss_spec,
+    method_needs,
+    model_config_for,
 )
 from mmreg.train.optim import learning_rate_schedule, make_optimizer
 from mmreg.train.provenance import code_version, provenance
@@ -303,22 +306,29 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
     raise ValueError(f"batch_size {batch_size} exceeds the {len(splits.train)} train samples")
   runtime.check_batch_size(batch_size)
 
-  model = model_from_config(cfg["model"], splits.train.input_shapes, splits.train.num_classes,
-                            seed)
+  method_name, options = cfg["method"]["name"], cfg["method"].get("options", {})
+  needs = method_needs(method_name, options)
+  model = model_from_config(model_config_for(method_name, cfg["model"], options),
+                            splits.train.input_shapes, splits.train.num_classes, seed)
   modalities = model.modalities
   first_batch = next(iterate_batches(splits.train, batch_size, seed=seed, epoch=0))
   validate_batch(first_batch, splits.train.input_shapes, splits.train.num_classes)
   # The unimodal losses of the modalities the model has unimodal logits for.
   heads = tuple(m for m in modalities if m in check_model(model, first_batch).modality_logits)
   loss_cfg = cfg.get("loss", {})
-  loss_spec = (loss_spec_fn or _classification_spec)(modalities if loss_spec_fn else heads,
-                                                     loss_cfg)
-  method = get_method(cfg["method"]["name"])
-  labels, options = param_labels(model), cfg["method"].get("options", {})
-  method_tx = build_method(cfg["method"]["name"], labels, modalities, options,
-                           total_epochs=epochs)
-  post_update = build_post_update(cfg["method"]["name"], labels, options, total_epochs=epochs)
-  loss_method = build_loss_method(cfg["method"]["name"], options)
+  loss_spec = method_loss_spec(method_name, modalities, options, loss_cfg)
+  if loss_spec is not None and loss_spec_fn is not None:
+    raise ValueError(f"method {method_name!r} trains on its own losses: drop loss_spec_fn, or "
+                     f"{needs.otherwise}")
+  if loss_spec is None:
+    loss_spec = (loss_spec_fn or _classification_spec)(modalities if loss_spec_fn else heads,
+                                                       loss_cfg)
+  method = get_method(method_name)
+  labels = param_labels(model)
+  method_tx = build_method(method_name, labels, modalities, options, total_epochs=epochs,
+                           loss_weights=loss_spec.weights)
+  post_update = build_post_update(method_name, labels, options, total_epochs=epochs)
+  loss_method = build_loss_method(method_name, options)
   tx = optax.chain(method_tx, make_optimizer(cfg["optim"], spe, epochs))
   skip_nonfinite = int(train_cfg.get("skip_nonfinite", 0))
   if skip_nonfinite:
@@ -336,8 +346,8 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
     state = state.replace(loss_state=loss_method.init(epoch_context(state, 0)))
   by_features = method.loss_grads_over == "features"
   step_fn = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
-                            with_loss_grads=method.needs_loss_grads and not by_features,
-                            with_feature_grads=method.needs_loss_grads and by_features,
+                            with_loss_grads=needs.loss_grads and not by_features,
+                            with_feature_grads=needs.loss_grads and by_features,
                             loss_grads_mask=loss_grads_mask(labels, method.loss_grads_over),
                             post_update=post_update, loss_method=loss_method, jit=False)
   if train_cfg.get("modality_dropout"):  # e.g. RedReg's recipe: experiments/configs/redreg.py

@@ -10,6 +10,7 @@ import jax
 import optax
 
 from mmreg.models.labels import FUSION, HEAD, ROLE_LABELS
+from mmreg.train.config import default_config
 
 Builder = Callable[..., optax.GradientTransformationExtraArgs]
 PostUpdate = Callable[[Any, Any, Any], Any]
@@ -18,6 +19,22 @@ LossMethodBuilder = Callable[..., Any]  # (**options) -> mmreg.train.loss_method
 
 
 LOSS_GRADS_SCOPES = ("all", "encoders", "fusion_head", "features")
+AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodNeeds:
+  """What a configured method needs from the run besides its transform.
+
+  `model`: model-config entries it runs on (e.g. `{"modality_logits": "zero_input_shapley"}`);
+  `loss_spec`: the losses it trains on, a function of the modalities (it replaces the run's
+  classification losses); `loss_grads`: the per-loss gradient stack; `otherwise`: how to run
+  the method without these needs, named in the error a conflicting setting raises."""
+
+  model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  loss_spec: Callable[[tuple[str, ...]], Any] | None = None
+  loss_grads: bool = False
+  otherwise: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +48,10 @@ class Method:
   `needs_total_epochs`: the builder takes the run's length as the `total_epochs` option
   (schedules over training). `loss_method`: for loss-side methods, builds from `**options`
   the `LossMethod` whose epoch-level state the loop keeps in `TrainState.loss_state`
-  (`mmreg.train.loss_methods`)."""
+  (`mmreg.train.loss_methods`). `needs`: from the options, the `MethodNeeds` the loop applies
+  (model config, loss spec, stack). `takes_loss_weights`: the builder takes the run's loss
+  weights as the `loss_weights` option (the stack methods, whose incoming update must be
+  Σ_k w_k ∇L_k)."""
 
   build: Builder
   needs_loss_grads: bool = False
@@ -39,6 +59,8 @@ class Method:
   loss_grads_over: str | tuple[str, ...] = "all"
   needs_total_epochs: bool = False
   loss_method: LossMethodBuilder | None = None
+  needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None
+  takes_loss_weights: bool = False
 
 
 def _joint(param_labels: Any, modalities: tuple[str, ...]) -> optax.GradientTransformation:
@@ -53,10 +75,12 @@ def register_method(name: str, build: Builder, *, needs_loss_grads: bool = False
                     post_update: PostUpdateBuilder | None = None,
                     loss_grads_over: str | tuple[str, ...] = "all",
                     needs_total_epochs: bool = False,
-                    loss_method: LossMethodBuilder | None = None) -> None:
+                    loss_method: LossMethodBuilder | None = None,
+                    needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None,
+                    takes_loss_weights: bool = False) -> None:
   loss_grads_mask({}, loss_grads_over)  # validates the scope
   METHODS[name] = Method(build, needs_loss_grads, post_update, loss_grads_over,
-                         needs_total_epochs, loss_method)
+                         needs_total_epochs, loss_method, needs, takes_loss_weights)
 
 
 def loss_grads_mask(param_labels: Any, over: str | Sequence[str]) -> Any:
@@ -83,12 +107,16 @@ def get_method(name: str) -> Method:
 
 
 def build_method(name: str, param_labels: Any, modalities: tuple[str, ...],
-                 options: Mapping[str, Any] | None = None, *, total_epochs: int | None = None
+                 options: Mapping[str, Any] | None = None, *, total_epochs: int | None = None,
+                 loss_weights: Mapping[str, float] | None = None
                  ) -> optax.GradientTransformation:
   """The method's gradient transformation; `total_epochs` fills that option for methods
-  that schedule over training, unless the options set it."""
+  that schedule over training, `loss_weights` (the run's `LossSpec.weights`) for methods that
+  take them, unless the options set them."""
   method = get_method(name)
   options = dict(options or {})
+  if method.takes_loss_weights and loss_weights is not None:
+    options.setdefault("loss_weights", dict(loss_weights))
   if method.needs_total_epochs and "total_epochs" not in options:
     if total_epochs is None:
       raise ValueError(f"method {name!r} needs the run's length: pass total_epochs")
@@ -122,3 +150,46 @@ def build_loss_method(name: str, options: Mapping[str, Any] | None = None) -> An
     return builder(**options)
   except TypeError as e:
     raise ValueError(f"bad options {options} for method {name!r}: {e}") from e
+
+
+def method_needs(name: str, options: Mapping[str, Any] | None = None) -> MethodNeeds:
+  """What method `name` with `options` needs from the run (`MethodNeeds`); `loss_grads` is
+  also set for methods registered with `needs_loss_grads`."""
+  method = get_method(name)
+  needs = method.needs(dict(options or {})) if method.needs is not None else MethodNeeds()
+  return dataclasses.replace(needs, loss_grads=needs.loss_grads or method.needs_loss_grads)
+
+
+def model_config_for(name: str, model_cfg: Mapping[str, Any],
+                     options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """`model_cfg` with the entries method `name` needs filled in where it leaves them unset or
+  "auto"; an entry set to another value raises one error naming the fix."""
+  needs = method_needs(name, options)
+  out = dict(model_cfg)
+  for key, value in needs.model.items():
+    given = out.get(key, AUTO)
+    if given not in (AUTO, value):
+      raise ValueError(f"method {name!r} runs on model.{key}={value!r} but the config sets "
+                       f"model.{key}={given!r}: drop that setting"
+                       + (f", or {needs.otherwise}" if needs.otherwise else ""))
+    out[key] = value
+  return out
+
+
+def method_loss_spec(name: str, modalities: tuple[str, ...],
+                     options: Mapping[str, Any] | None = None,
+                     loss_cfg: Mapping[str, Any] | None = None) -> Any:
+  """The `LossSpec` method `name` trains on, or None where it trains on the run's losses.
+  Settings of the run's loss section (`loss_cfg`) other than the defaults would be ignored
+  by the method's own losses: they raise one error naming the fix."""
+  needs = method_needs(name, options)
+  if needs.loss_spec is None:
+    return None
+  defaults = default_config().loss.to_dict()
+  changed = sorted(k for k, v in (loss_cfg or {}).items()
+                   if k not in defaults or defaults[k] != v)
+  if changed:
+    raise ValueError(f"method {name!r} trains on its own losses, which ignore "
+                     f"{[f'loss.{k}' for k in changed]}: drop those settings"
+                     + (f", or {needs.otherwise}" if needs.otherwise else ""))
+  return needs.loss_spec(tuple(modalities))

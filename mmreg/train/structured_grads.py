@@ -42,8 +42,10 @@ _SPLIT = ("modalities", "encode", "from_features")
 
 def has_encoder_split(model: Any) -> bool:
   """Whether `model` exposes `modalities`, `encode` and `from_features` (the split the
-  structure-aware stack needs)."""
-  return all(hasattr(model, name) for name in _SPLIT)
+  structure-aware stack needs) and its output is `from_features` of the encoded batch (a
+  classifier with `modality_logits="zero_input_shapley"` runs more passes in `__call__`)."""
+  return (all(hasattr(model, name) for name in _SPLIT)
+          and getattr(model, "modality_logits", None) != "zero_input_shapley")
 
 
 def _propagate(jaxpr: Any, deps: Sequence[int]) -> list[int]:
@@ -128,7 +130,8 @@ def structured_loss_grads(
   model = nnx.merge(graphdef, params, model_state)
   if not has_encoder_split(model):
     lacks = [name for name in _SPLIT if not hasattr(model, name)]
-    raise TypeError(f"{type(model).__name__} lacks {lacks}: the structure-aware per-loss "
+    why = f"lacks {lacks}" if lacks else "computes its output beyond from_features"
+    raise TypeError(f"{type(model).__name__} {why}: the structure-aware per-loss "
                     "stack needs the encoder / post-encoder split of mmreg.models."
                     "MultimodalModel; use mmreg.per_loss_grads instead")
   modalities = tuple(model.modalities)

@@ -2,10 +2,12 @@
 
 The contract of a stack method (PCGrad, MGDA, DGL, MMPareto): on every leaf the stack covers
 (`stack_rows` is not None), its output is a function of `loss_grads` only; `updates` passes
-through unchanged on the other leaves. A transform placed before it in a chain (a clip, a
-scale) therefore does not reach the covered leaves: place such transforms after it.
-`optax.MultiSteps` hands the inner transform the accumulated `updates` but only the last
-micro-batch's `loss_grads`, so a stack method under it acts on that micro-batch alone.
+through unchanged on the other leaves. It therefore assumes that, on the leaves it recomputes,
+the incoming `updates` are Σ_k w_k ∇L_k of its stack and loss weights. A transform placed before
+it in a chain (a clip, a scale) breaks that, and so does `optax.MultiSteps`, which hands the
+inner transform the accumulated `updates` but only the last micro-batch's `loss_grads`: both
+would be silently discarded. `check_stack_updates` makes that misuse an error
+(`StackContractError`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mmreg.transforms._common import check_loss_stack, gram, stack_rows
+from mmreg.transforms._common import check_loss_stack, common_scale, gram, stack_rows
+
+UPDATES_TOLERANCE = 1e-3
+
+
+class StackContractError(ValueError):
+  """A stack method's incoming `updates` are not Σ_k w_k ∇L_k of its `loss_grads`."""
 
 
 def check_param_labels(param_labels: Any, method: str, *, required: bool) -> None:
@@ -96,3 +105,74 @@ def combine(updates: Any, loss_grads: Any, coefficients: jax.Array, method: str)
 def full_coefficients(combined: Sequence[int], w: jax.Array, c: jax.Array) -> jax.Array:
   """Per stack loss: c_i·w_i for the combined losses, w_k for the others."""
   return w.at[jnp.asarray(combined)].multiply(c)
+
+
+def updates_tolerance(arrays: Sequence[jax.Array]) -> float:
+  """`UPDATES_TOLERANCE`, or 8 ulps of the least precise dtype among `arrays` if larger
+  (bfloat16: 2^-4, float16: 2^-7): the stack and the joint gradient round differently."""
+  eps = max(float(jnp.finfo(a.dtype).eps) for a in arrays)
+  return max(UPDATES_TOLERANCE, 8.0 * eps)
+
+
+def updates_mismatch(updates: Any, loss_grads: Any, w: jax.Array,
+                     recomputed: Sequence[bool] | None = None) -> tuple[jax.Array, float]:
+  """(‖u − Σ_k w_k ∇L_k‖ / max(‖u‖, ‖Σ_k w_k ∇L_k‖), tolerance) over the leaves a method
+  recomputes from the stack (`recomputed`, one bool per leaf; default every covered leaf);
+  0 when both are 0, NaN for non-finite inputs. Computed on values divided by one power of two,
+  so it is finite for any finite gradients."""
+  rows = stack_rows(loss_grads, loss_grads.names)
+  flat = jax.tree.leaves(updates)
+  recomputed = recomputed if recomputed is not None else [True] * len(flat)
+  pairs = [(u, r) for u, r, c in zip(flat, rows, recomputed, strict=True)
+           if c and r is not None]
+  if not pairs:
+    return jnp.zeros((), jnp.float32), UPDATES_TOLERANCE
+  s = common_scale([*(u[None] for u, _ in pairs), *(r for _, r in pairs)])
+  w = jnp.asarray(w, jnp.float32)
+  diff = ref = given = jnp.zeros((), jnp.float32)
+  for u, r in pairs:
+    u32 = u.astype(jnp.float32) / s
+    want = jnp.tensordot(w, r.astype(jnp.float32) / s, axes=1)
+    diff = diff + jnp.sum(jnp.square(u32 - want))
+    ref = ref + jnp.sum(jnp.square(want))
+    given = given + jnp.sum(jnp.square(u32))
+  scale = jnp.sqrt(jnp.maximum(ref, given))
+  rel = jnp.where(scale > 0, jnp.sqrt(diff) / jnp.where(scale > 0, scale, 1.0), 0.0)
+  return rel, updates_tolerance([a for pair in pairs for a in pair])
+
+
+def _mismatch_message(method: str, rel: float, tolerance: float) -> str:
+  return (f"{method}: the incoming updates differ from the weighted sum of its loss_grads by "
+          f"{rel:.3g} (relative, on the leaves it recomputes from the stack; tolerance "
+          f"{tolerance:g}), so it would silently discard what changed them. Likely causes: a "
+          f"transform before {method} in the chain (a clip, a scale), optax.MultiSteps "
+          "(accumulated updates, last micro-batch's loss_grads), or loss_weights that differ "
+          f"from the loss spec's. Fix: put such transforms after {method}; to accumulate, "
+          f"average the updates and the loss_grads stacks yourself before {method}; pass the "
+          "spec's loss_weights; or check_updates=False")
+
+
+def check_stack_updates(updates: Any, loss_grads: Any, w: jax.Array, method: str,
+                        recomputed: Sequence[bool] | None = None) -> None:
+  """Raise `StackContractError` unless `updates` equal Σ_k w_k ∇L_k on the leaves the method
+  recomputes (`updates_mismatch` at most `updates_tolerance`).
+
+  Outside a trace it raises at once. Under `jit` the comparison runs on the device and only a
+  mismatch calls back to the host (`jax.debug.callback` in a `lax.cond`), where the error is
+  raised; it reaches the caller as a `JaxRuntimeError` whose message ends with this one. Under
+  `vmap` the cond's branches both run, so the callback runs every step and raises only if
+  some element mismatches. `checkify` was not chosen: it would need every caller to wrap its
+  step in `checkify.checkify`. Non-finite inputs (NaN difference) are left to the caller's
+  non-finite handling (`optax.apply_if_finite`, the training loop's checks)."""
+  check_rows_match(updates, stack_rows(loss_grads, loss_grads.names), method)
+  rel, tolerance = updates_mismatch(updates, loss_grads, w, recomputed)
+
+  def fail(value: Any) -> None:
+    value = np.asarray(value)
+    if np.any(value > tolerance):  # under vmap both branches of the cond run
+      raise StackContractError(_mismatch_message(method, float(np.max(value)), tolerance))
+
+  if not isinstance(rel, jax.core.Tracer):
+    fail(rel)
+    return
+  jax.lax.cond(rel > tolerance, lambda: jax.debug.callback(fail, rel), lambda: None)

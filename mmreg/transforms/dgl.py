@@ -24,7 +24,7 @@ import optax
 from mmreg.losses.spec import FUSED
 from mmreg.models.labels import FUSION, HEAD
 from mmreg.transforms._common import check_loss_stack, resolve_labels, stack_rows
-from mmreg.transforms._stack import check_param_labels, check_rows_match
+from mmreg.transforms._stack import check_param_labels, check_rows_match, check_stack_updates
 
 
 class DGLState(NamedTuple):
@@ -33,8 +33,8 @@ class DGLState(NamedTuple):
 
 def dgl(param_labels: Any, *, alpha: float = 4.0, modalities: Sequence[str] | None = None,
         routes: Mapping[str, Sequence[str]] | None = None,
-        loss_weights: Mapping[str, float] | None = None, fused_loss: str = FUSED
-        ) -> optax.GradientTransformationExtraArgs:
+        loss_weights: Mapping[str, float] | None = None, fused_loss: str = FUSED,
+        check_updates: bool = True) -> optax.GradientTransformationExtraArgs:
   """DGL as an optax transform.
 
   Args:
@@ -44,6 +44,8 @@ def dgl(param_labels: Any, *, alpha: float = 4.0, modalities: Sequence[str] | No
     routes: `{label: loss names}`; default `{m: (m,)}` per modality and
       `{"fusion": (fused,), "head": (fused,)}`.
     loss_weights: w_n (default 1).
+    check_updates: raise `StackContractError` when the incoming `updates` are not Σ_n w_n ∇L_n
+      on the routed leaves (see `mmreg.transforms._stack.check_stack_updates`).
 
   Extras used: `loss_grads`. On routed leaves the stack covers the output depends on
   `loss_grads` only (see `mmreg.transforms._stack`); other leaves keep `updates`.
@@ -72,6 +74,9 @@ def dgl(param_labels: Any, *, alpha: float = 4.0, modalities: Sequence[str] | No
                     for lab, names in route.items()}
     rows = stack_rows(loss_grads, loss_grads.names)
     check_rows_match(updates, rows, "dgl")
+    if check_updates:
+      w = jnp.asarray([weights.get(n, 1.0) for n in loss_grads.names], jnp.float32)
+      check_stack_updates(updates, loss_grads, w, "dgl", [lab in route for lab in labels])
     flat, treedef = jax.tree.flatten(updates)
     out = [u if r is None or lab not in route
            else jnp.tensordot(coefficients[lab].astype(r.dtype), r, axes=1).astype(u.dtype)

@@ -31,6 +31,7 @@ import optax
 
 from mmreg.transforms._stack import (
   check_param_labels,
+  check_stack_updates,
   combine,
   full_coefficients,
   loss_selection,
@@ -125,7 +126,7 @@ def scale_factor(scale: float | str, num_losses: int, method: str) -> float:
 def mgda(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
          loss_weights: Mapping[str, float] | None = None,
          scale: float | Literal["num_losses"] = 1.0, exact_up_to: int = 6,
-         tolerance: float = 1e-6, max_iterations: int = 1000
+         tolerance: float = 1e-6, max_iterations: int = 1000, check_updates: bool = True
          ) -> optax.GradientTransformationExtraArgs:
   """MGDA on the per-loss gradient stack.
 
@@ -139,6 +140,8 @@ def mgda(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
       "num_losses" (L, mmreg's option: equal gradients give the plain sum).
     exact_up_to: largest number of losses solved exactly (2^L − 1 small linear systems).
     tolerance, max_iterations: Frank–Wolfe stopping rule above `exact_up_to`.
+    check_updates: raise `StackContractError` when the incoming `updates` are not Σ_k w_k ∇L_k
+      on the covered leaves (see `mmreg.transforms._stack.check_stack_updates`).
 
   Extras used: `loss_grads`. Diagnostics: `min_norm` ‖Σ α_i g_i‖, `max_weight` max α_i,
   `duality_gap` (αᵀGα − min_i (Gα)_i over max_i ‖g_i‖²; ≤ `tolerance`). On the leaves the
@@ -156,6 +159,8 @@ def mgda(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
     del state, params
     loss_grads = extra.get("loss_grads")
     combined, w = loss_selection(loss_grads, loss_names, loss_weights, "mgda")
+    if check_updates:
+      check_stack_updates(updates, loss_grads, w, "mgda")
     G, s = weighted_gram(loss_grads, combined, w)
     alpha, gap = min_norm_weights(G, exact_up_to=exact_up_to, tolerance=tolerance,
                                   max_iterations=max_iterations)

@@ -7,7 +7,8 @@ min-norm weights (:169, min_norm_solvers.py:9-30) w_1 = (‖g_uni‖² − g_mm�
 which that solver replaces by 0.999 when g_mm·g_uni ≥ ‖g_mm‖² and by 0.001 when
 g_mm·g_uni ≥ ‖g_uni‖² (a zero gradient), and w_2 = 1 − w_1. Per parameter tensor (:184-206):
 g̃ = 2(w_1·g_mm + w_2·g_uni); if ‖g_sum‖ > ‖g̃‖, g̃ is rescaled to ‖g_sum‖, g_sum the tensor's
-gradient of the sum of all losses (:180-181, here Σ_k ∇L_k over the stack); then g̃ ← γ·g̃,
+gradient of the sum of all losses (:180-181, here Σ_k w_k ∇L_k over the stack, w_k = 1 by
+default); then g̃ ← γ·g̃,
 γ = 1.5 (:178). Fusion and head parameters keep the total gradient. Every modality is handled
 the same way, so M ≥ 2 needs no change.
 
@@ -32,7 +33,7 @@ import optax
 
 from mmreg.losses.spec import FUSED
 from mmreg.transforms._common import check_loss_stack, common_scale, resolve_labels, stack_rows
-from mmreg.transforms._stack import check_param_labels, check_rows_match
+from mmreg.transforms._stack import check_param_labels, check_rows_match, check_stack_updates
 
 
 class MMParetoState(NamedTuple):
@@ -50,7 +51,8 @@ def two_task_min_norm(g1g1: jax.Array, g1g2: jax.Array, g2g2: jax.Array) -> jax.
 
 def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] | None = None,
              fused_loss: str = FUSED, unimodal_losses: Mapping[str, str] | None = None,
-             stationary_tol: float = 1e-5) -> optax.GradientTransformationExtraArgs:
+             stationary_tol: float = 1e-5, loss_weights: Mapping[str, float] | None = None,
+             check_updates: bool = True) -> optax.GradientTransformationExtraArgs:
   """MMPareto as an optax transform.
 
   Args:
@@ -61,6 +63,10 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
       modality m, `m`).
     stationary_tol: mmreg's guard above; 0 keeps the authors' rescale everywhere except an
       exactly zero g̃.
+    loss_weights: w_k of the stack's losses in g_sum = Σ_k w_k ∇L_k, the gradient of the loss
+      as trained (default 1: the authors' plain sum, MMPareto.py:180-181).
+    check_updates: raise `StackContractError` when the incoming `updates` are not g_sum on the
+      encoder leaves it recomputes (see `mmreg.transforms._stack.check_stack_updates`).
 
   Extras used: `loss_grads` (fused and unimodal losses). On encoder leaves the stack covers the
   output depends on `loss_grads` only; leaves it does not cover keep `updates`. Diagnostics per
@@ -84,6 +90,13 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     check_loss_stack(loss_grads, [fused_loss, *unimodal.values()], "mmpareto")
     rows = stack_rows(loss_grads, loss_grads.names)
     check_rows_match(updates, rows, "mmpareto")
+    unknown = set(loss_weights or {}) - set(loss_grads.names)
+    if unknown:
+      raise ValueError(f"mmpareto: loss_weights name losses {sorted(unknown)} that are not in "
+                       f"loss_grads ({list(loss_grads.names)})")
+    w = jnp.asarray([(loss_weights or {}).get(n, 1.0) for n in loss_grads.names], jnp.float32)
+    if check_updates:
+      check_stack_updates(updates, loss_grads, w, "mmpareto", [lab in mods for lab in labels])
     flat, treedef = jax.tree.flatten(updates)
     out = list(flat)
     blocks = {m: [j for j, lab in enumerate(labels) if lab == m and rows[j] is not None]
@@ -108,7 +121,7 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
         d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
         is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
         for j in idx:
-          total_norm = jnp.sqrt(jnp.maximum(jnp.sum(grams[j]), 0.0))
+          total_norm = jnp.sqrt(jnp.maximum(w @ grams[j] @ w, 0.0))
           new_norm = jnp.sqrt(new_sq[j])
           rescale = jnp.where(total_norm > new_norm,
                               total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)

@@ -23,6 +23,7 @@ import optax
 
 from mmreg.transforms._stack import (
   check_param_labels,
+  check_stack_updates,
   combine,
   full_coefficients,
   loss_selection,
@@ -54,7 +55,7 @@ def pcgrad_coefficients(G: jax.Array, orders: jax.Array) -> jax.Array:
 
 def pcgrad(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
            loss_weights: Mapping[str, float] | None = None, random_order: bool = False,
-           seed: int = 0) -> optax.GradientTransformationExtraArgs:
+           seed: int = 0, check_updates: bool = True) -> optax.GradientTransformationExtraArgs:
   """PCGrad on the per-loss gradient stack.
 
   Args:
@@ -66,6 +67,9 @@ def pcgrad(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
     random_order: False (the authors' code) visits the losses in stack order; True in a fresh
       random order per loss and step.
     seed: order seed when no `key` extra is passed.
+    check_updates: raise `StackContractError` when the incoming `updates` are not Σ_k w_k ∇L_k
+      on the covered leaves (a transform before it, `optax.MultiSteps`; see
+      `mmreg.transforms._stack.check_stack_updates`).
 
   Extras used: `loss_grads`, `key` (optional). On the leaves the stack covers the output
   depends on `loss_grads` only (see `mmreg.transforms._stack`).
@@ -80,6 +84,8 @@ def pcgrad(param_labels: Any = None, *, loss_names: Sequence[str] | None = None,
     del params
     loss_grads = extra.get("loss_grads")
     combined, w = loss_selection(loss_grads, loss_names, loss_weights, "pcgrad")
+    if check_updates:
+      check_stack_updates(updates, loss_grads, w, "pcgrad")
     L = len(combined)
     key, next_key = jax.random.split(state.key)
     if extra.get("key") is not None:

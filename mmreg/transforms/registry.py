@@ -1,14 +1,17 @@
 """Registers every balancing transform in `mmreg.train.methods` by name.
 
 Builders take `(param_labels, modalities, **options)`. The loss-side PMR and G-Blending are
-registered in `mmreg.train.loss_methods`.
+registered in `mmreg.train.loss_methods`. `agm` declares the model, losses and stack of its
+authors' configuration (`MethodNeeds`), which the training loop applies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from mmreg.train.methods import register_method
+from mmreg.losses.agm import agm_losses
+from mmreg.train.methods import MethodNeeds, register_method
 from mmreg.transforms.agm import agm
 from mmreg.transforms.class_centres import track_class_centres
 from mmreg.transforms.dgl import dgl
@@ -40,11 +43,16 @@ def _redreg_subspace(param_labels: Any, modalities: tuple[str, ...], **options):
   return redreg(param_labels, modalities=modalities, variant="subspace", **options)
 
 
-def _agm(param_labels: Any, modalities: tuple[str, ...], **options: Any) -> Any:
-  # The loop's classification loss spec has no mono-modal split (`mmreg.losses.agm_losses`), so
-  # configs run AGM's per-encoder application unless they ask for another.
-  options.setdefault("apply_to", "encoders")
-  return agm(param_labels, modalities=modalities, **options)
+def _agm_needs(options: Mapping[str, Any]) -> MethodNeeds:
+  """The authors' configuration (see `mmreg.transforms.agm`): zero-input Shapley outputs of a
+  concat-fusion model with a linear head, the fused loss split by them, the per-loss stack."""
+  if options.get("apply_to", "monomodal_outputs") != "monomodal_outputs":
+    return MethodNeeds()
+  return MethodNeeds(
+      model={"modality_logits": "zero_input_shapley", "fusion": "concat", "head": "linear"},
+      loss_spec=agm_losses, loss_grads=True,
+      otherwise="set method.options.apply_to='encoders' (mmreg's per-encoder AGM, which runs "
+                "on any model and losses)")
 
 
 def _spa_proj(param_labels: Any, modalities: tuple[str, ...], **options: Any
@@ -68,15 +76,15 @@ def _spa_slerp_post(param_labels: Any, *, total_epochs: int, momentum: float = 0
 
 register_method("ogm_ge", _with_modalities(ogm_ge))
 register_method("inforeg", _with_modalities(inforeg))
-register_method("agm", _agm)
+register_method("agm", _with_modalities(agm), needs=_agm_needs)
 register_method("redreg", _with_modalities(redreg), needs_total_epochs=True)
 register_method("redreg_subspace", _redreg_subspace, needs_loss_grads=True,
                 loss_grads_over="encoders", needs_total_epochs=True)
 register_method("mmpareto", _with_modalities(mmpareto), needs_loss_grads=True,
-                loss_grads_over="encoders")
-register_method("dgl", _with_modalities(dgl), needs_loss_grads=True)
-register_method("pcgrad", _on_stack(pcgrad), needs_loss_grads=True)
-register_method("mgda", _on_stack(mgda), needs_loss_grads=True)
+                loss_grads_over="encoders", takes_loss_weights=True)
+register_method("dgl", _with_modalities(dgl), needs_loss_grads=True, takes_loss_weights=True)
+register_method("pcgrad", _on_stack(pcgrad), needs_loss_grads=True, takes_loss_weights=True)
+register_method("mgda", _on_stack(mgda), needs_loss_grads=True, takes_loss_weights=True)
 register_method("spa_proj", _spa_proj)
 register_method("spa_slerp", _spa_slerp, post_update=_spa_slerp_post)
 register_method("mgda_ub", _on_stack(mgda_ub), needs_loss_grads=True, loss_grads_over="features")
