@@ -15,7 +15,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mmreg.grads import weighted_rows
 from mmreg.transforms._common import check_loss_stack, gram, stack_rows
 
 
@@ -64,13 +66,16 @@ def weighted_gram(loss_grads: Any, combined: Sequence[int], w: jax.Array
   """(G/s², s): the Gram matrix G of the weighted gradients w_i ∇L_i of the `combined` losses,
   divided by the square of one power of two s near the largest gradient entry (finite for any
   finite gradients; the min-norm weights and PCGrad's coefficients do not depend on s)."""
-  names = [loss_grads.names[i] for i in combined]
-  rows = stack_rows(loss_grads, names)
-  if all(r is None for r in rows):
-    return jnp.zeros((len(names),) * 2, jnp.float32), jnp.ones((), jnp.float32)
-  G, s = gram(rows)
-  wc = w[jnp.asarray(combined)]
-  return G * wc[:, None] * wc[None, :], s
+  selected = set(combined)
+  masks = [tuple(r and i in selected for i, r in enumerate(m)) for m in loss_grads.row_masks()]
+  if not any(any(m) for m in masks):
+    return jnp.zeros((len(combined),) * 2, jnp.float32), jnp.ones((), jnp.float32)
+  # The Gram matrix of the whole stack with the unselected and zero rows skipped (never read),
+  # then the selected block: no gathered copy of the selected rows.
+  G, s = gram(jax.tree.leaves(loss_grads.grads), masks)
+  pick = np.asarray(combined)
+  wc = w[pick]
+  return G[pick[:, None], pick[None, :]] * wc[:, None] * wc[None, :], s
 
 
 def check_rows_match(updates: Any, rows: Sequence[jax.Array | None], method: str) -> None:
@@ -88,8 +93,8 @@ def combine(updates: Any, loss_grads: Any, coefficients: jax.Array, method: str)
   rows = stack_rows(loss_grads, loss_grads.names)
   check_rows_match(updates, rows, method)
   flat, treedef = jax.tree.flatten(updates)
-  out = [u if r is None else jnp.tensordot(coefficients.astype(r.dtype), r, axes=1).astype(u.dtype)
-         for u, r in zip(flat, rows, strict=True)]
+  out = [u if r is None else weighted_rows(coefficients, r, m).astype(u.dtype)
+         for u, r, m in zip(flat, rows, loss_grads.row_masks(), strict=True)]
   return jax.tree.unflatten(treedef, out)
 
 
