@@ -76,14 +76,15 @@ def common_scale(arrays: Sequence[jax.Array | None],
   it is exact and keeps float32 dot products from overflowing (|g| ≳ 1e19) or underflowing.
   `masks` (optional, one per array: which rows of its leading axis can be non-zero, as
   `stack_row_masks` gives) skips the rows known to be zero; each row is reduced where it lies
-  (a static slice), so neither the stack nor a selection of its rows is copied."""
+  (a static slice), so neither the stack nor a selection of its rows is copied. s is at least
+  2^-126 (float32's smallest normal), so 1/s is finite and multiplying by it is exact too."""
   masks = masks if masks is not None else [None] * len(arrays)
   peaks = [jnp.max(jnp.abs(a[i].astype(jnp.float32)))
            for a, r in zip(arrays, masks, strict=True) if a is not None
            for i in _row_indices(a, r)]
   if not peaks:
     return power_of_two_scale(jnp.zeros((1,), jnp.float32))
-  return power_of_two_scale(jnp.stack(peaks))
+  return jnp.maximum(power_of_two_scale(jnp.stack(peaks)), 2.0 ** -126)
 
 
 def _row_indices(a: jax.Array, rows: Sequence[bool] | None) -> list[int]:
@@ -112,23 +113,30 @@ def stack_row_masks(loss_grads: Any, names: Sequence[str]) -> list[tuple[bool, .
   return [tuple(m[i] for i in idx) for m in loss_grads.row_masks()]
 
 
-def scaled_dot(a: jax.Array, b: jax.Array | None, s: jax.Array) -> jax.Array:
-  """⟨a/s, b/s⟩ (b = None: ‖a/s‖²) in float32 as one fused multiply-and-sum: no scaled copy
-  of `a` or `b`."""
-  a = a.astype(jnp.float32) / s
-  return jnp.sum(jnp.square(a)) if b is None else jnp.sum(a * (b.astype(jnp.float32) / s))
+def scaled_dot(a: jax.Array, b: jax.Array | None, inv_s: jax.Array,
+               inv_s_b: jax.Array | None = None) -> jax.Array:
+  """⟨a/s, b/s⟩ (b = None: ‖a/s‖²) in float32 as one fused multiply-and-sum, with `inv_s` = 1/s
+  for a power of two s (multiplying by it is exact); `inv_s_b` (default `inv_s`) scales b."""
+  a = a.astype(jnp.float32) * inv_s
+  if b is None:
+    return jnp.sum(jnp.square(a))
+  return jnp.sum(a * (b.astype(jnp.float32) * (inv_s if inv_s_b is None else inv_s_b)))
 
 
 def leaf_gram(g: jax.Array, rows: Sequence[bool] | None, s: jax.Array) -> jax.Array:
-  """`[L, L]` Gram matrix of the rows of one stacked leaf `g` (`[L, ...]`), divided by s²; the
-  rows that `rows` marks as zero give zeros without being read. Each entry is a fused dot
-  product of two static row slices, so the leaf is neither gathered nor rescaled as a copy."""
+  """`[L, L]` Gram matrix of the rows of one stacked leaf `g` (`[L, ...]`), divided by s² (s a
+  power of two, as `common_scale` gives); the rows that `rows` marks as zero give zeros without
+  being read. Each entry is one fused multiply-and-sum of static row slices, so the leaf is
+  neither gathered nor rescaled as a copy: every product gets its own copy of the scalar 1/s
+  (through an optimization barrier), since a scaled row shared by two sums would be stored."""
   L = g.shape[0]
   idx = _row_indices(g, rows)
+  pairs = [(i, j) for p, i in enumerate(idx) for j in idx[p:]]
+  inv_s = jax.lax.optimization_barrier((1.0 / s,) * (2 * len(pairs)))
   entries = {}
-  for p, i in enumerate(idx):
-    for j in idx[p:]:
-      entries[i, j] = entries[j, i] = scaled_dot(g[i], None if i == j else g[j], s)
+  for k, (i, j) in enumerate(pairs):
+    b = None if i == j else g[j]
+    entries[i, j] = entries[j, i] = scaled_dot(g[i], b, inv_s[2 * k], inv_s[2 * k + 1])
   zero = jnp.zeros((), jnp.float32)
   return jnp.stack([jnp.stack([entries.get((i, j), zero) for j in range(L)]) for i in range(L)])
 

@@ -102,7 +102,8 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     # fused dot products and row sums: the stack is never copied, its zero rows never read.
     s = common_scale([rows[j] for j in used], [masks[j] for j in used])
     grams = {j: leaf_gram(rows[j], masks[j], s) for j in used}
-    scaled = {j: (lambda i, j=j: rows[j][i].reshape(-1).astype(jnp.float32) / s) for j in used}
+    scaled = {j: (lambda i, j=j: rows[j][i].reshape(-1).astype(jnp.float32) / s)
+              for j in used}
 
     def solve():
       new_leaves, cosines, weights, stationary = {}, [], [], []
