@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = parser.parse_args(argv)
   if args.tiny:
-    args.rounds, args.steps = 2, 2
+    args.rounds, args.steps = min(args.rounds, 2), 2
   methods = ["joint", *[m for m in args.methods.split(",") if m and m != "joint"]]
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
