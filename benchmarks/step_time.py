@@ -22,6 +22,7 @@ cores, like XLA's CPU backend.
   python -m benchmarks.step_time [--widths 64,256,1024 --batches 64,512 --modalities 2,3]
                                  [--conv] [--rounds 5 --steps 10 --json out.json]
   python -m benchmarks.step_time --tiny      # one small shape, seconds
+  python -m benchmarks.step_time --rounds 0  # compile only: FLOP x and mem x, no timing
 """
 
 from __future__ import annotations
@@ -372,6 +373,12 @@ def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
 def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_torch: bool
               ) -> dict[str, Any]:
   runners, compiled = mmreg_steps(shape, methods, args.loss_grads_impl)
+  if args.rounds == 0:  # compile only: the load-independent columns
+    rows = {name: {"flops_x_joint": compiled[name]["flops"] / compiled["joint"]["flops"],
+                   "peak_mib": compiled[name]["peak_bytes"] / 2**20,
+                   "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"]}
+            for name in methods}
+    return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
   runners = {f"mmreg/{k}": v for k, v in runners.items()}
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
   if torch_rows:
@@ -398,9 +405,10 @@ def print_shape(result: dict[str, Any]) -> None:
   print(f"{'row':<18}{'ms':>9}{'x joint [IQR]':>22}{'FLOP x':>8}{'peak MiB':>10}{'mem x':>7}"
         f"{'torch ms':>10}{'torch/mmreg [IQR]':>22}")
   for name, r in result["rows"].items():
-    x = r["x_joint"]
+    x = r.get("x_joint")
     line = (f"{name:<18}{r['ms']:>9.3f}{x['median']:>8.2f} [{x['q1']:.2f}, {x['q3']:.2f}]"
-            f"{r['flops_x_joint']:>8.2f}{r['peak_mib']:>10.2f}{r['peak_x_joint']:>7.2f}")
+            if x else f"{name:<18}{'-':>9}{'-':>22}")
+    line += f"{r['flops_x_joint']:>8.2f}{r['peak_mib']:>10.2f}{r['peak_x_joint']:>7.2f}"
     if "torch_ms" in r:
       t = r["torch_over_mmreg"]
       line += f"{r['torch_ms']:>10.3f}{t['median']:>8.2f} [{t['q1']:.2f}, {t['q3']:.2f}]"
@@ -428,21 +436,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help=f"rows (joint is always measured); any of {list(METHODS)}")
   parser.add_argument("--loss-grads-impl", default="auto", choices=("auto", "structured", "vmap"),
                       help="how make_train_step computes the per-loss stack")
-  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=5,
+                      help="timed rounds; 0 compiles only (FLOP x and mem x, no timing, no torch)")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--tiny", action="store_true", help="one small shape, 2 rounds of 2 steps")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = parser.parse_args(argv)
   if args.tiny:
-    args.rounds, args.steps = 2, 2
+    args.rounds, args.steps = min(args.rounds, 2), 2
   methods = ["joint", *[m for m in args.methods.split(",") if m and m != "joint"]]
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise SystemExit(f"unknown rows {unknown}; valid: {list(METHODS)}")
   has_torch = False
   threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  if not args.no_torch:
+  if args.rounds < 0:
+    raise SystemExit(f"--rounds must be ≥ 0 (0: compile only), got {args.rounds}")
+  if not args.no_torch and args.rounds > 0:
     try:
       import torch
       torch.set_num_threads(threads)

@@ -63,10 +63,7 @@ class LossGrads:
     """Σ_i w_i ∂L_i/∂θ: the total gradient for a weighted loss (zero rows skipped)."""
     w = self.weight_vector(weights)
     flat, treedef = jax.tree.flatten(self.grads)
-    if self.covered is None and self.nonzero is None:
-      out = [jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in flat]
-    else:
-      out = [_rows_dot(w, g, rows) for g, rows in zip(flat, self.row_masks(), strict=True)]
+    out = [weighted_rows(w, g, rows) for g, rows in zip(flat, self.row_masks(), strict=True)]
     return jax.tree.unflatten(treedef, out)
 
   def weight_vector(self, weights: Mapping[str, float] | jax.Array) -> jax.Array:
@@ -82,13 +79,14 @@ class LossGrads:
     return len(self.names)
 
 
-def _rows_dot(w: jax.Array, g: jax.Array, rows: Sequence[bool]) -> jax.Array:
-  """Σ_{i: rows[i]} w_i g[i] (zeros if no row is set)."""
+def weighted_rows(w: jax.Array, g: jax.Array, rows: Sequence[bool]) -> jax.Array:
+  """Σ_{i: rows[i]} w_i g[i] for a stacked leaf `g` (`[L, ...]`; zeros if no row is set).
+
+  One fused elementwise sum of static row slices: the unmarked rows are never read, and no
+  `[L, ...]` temporary (a transposed or weighted copy of the leaf) is built."""
   idx = [i for i, r in enumerate(rows) if r]
   if not idx:
     return jnp.zeros(g.shape[1:], g.dtype)
-  if len(idx) == len(rows):
-    return jnp.tensordot(w.astype(g.dtype), g, axes=1)
   return sum((w[i].astype(g.dtype) * g[i] for i in idx[1:]), w[idx[0]].astype(g.dtype) * g[idx[0]])
 
 

@@ -20,3 +20,13 @@ def test_step_time_tiny_writes_ratios_flops_and_memory(tmp_path):
   # the per-loss stack adds backward work and memory over joint training
   assert rows["stack"]["flops_x_joint"] > 1.0 and rows["stack"]["peak_x_joint"] > 1.0
   assert result["header"]["loss_grads_impl"] == "auto"
+
+
+def test_step_time_compile_only_reports_flops_and_memory_without_timing(tmp_path):
+  out = tmp_path / "compiled.json"
+  main(["--tiny", "--rounds", "0", "--methods", "pcgrad", "--json", str(out)])
+  rows = json.loads(out.read_text())["shapes"][0]["rows"]
+  assert list(rows) == ["joint", "pcgrad"]
+  assert rows["joint"]["peak_x_joint"] == 1.0 and rows["pcgrad"]["flops_x_joint"] > 1.0
+  assert all("x_joint" not in r and "torch_ms" not in r and r["peak_mib"] > 0
+             for r in rows.values())

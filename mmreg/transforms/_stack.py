@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmreg.grads import weighted_rows
 from mmreg.transforms._common import check_loss_stack, common_scale, gram, stack_rows
 
 UPDATES_TOLERANCE = 1e-3
@@ -73,13 +74,16 @@ def weighted_gram(loss_grads: Any, combined: Sequence[int], w: jax.Array
   """(G/s², s): the Gram matrix G of the weighted gradients w_i ∇L_i of the `combined` losses,
   divided by the square of one power of two s near the largest gradient entry (finite for any
   finite gradients; the min-norm weights and PCGrad's coefficients do not depend on s)."""
-  names = [loss_grads.names[i] for i in combined]
-  rows = stack_rows(loss_grads, names)
-  if all(r is None for r in rows):
-    return jnp.zeros((len(names),) * 2, jnp.float32), jnp.ones((), jnp.float32)
-  G, s = gram(rows)
-  wc = w[jnp.asarray(combined)]
-  return G * wc[:, None] * wc[None, :], s
+  selected = set(combined)
+  masks = [tuple(r and i in selected for i, r in enumerate(m)) for m in loss_grads.row_masks()]
+  if not any(any(m) for m in masks):
+    return jnp.zeros((len(combined),) * 2, jnp.float32), jnp.ones((), jnp.float32)
+  # The Gram matrix of the whole stack with the unselected and zero rows skipped (never read),
+  # then the selected block: no gathered copy of the selected rows.
+  G, s = gram(jax.tree.leaves(loss_grads.grads), masks)
+  pick = np.asarray(combined)
+  wc = w[pick]
+  return G[pick[:, None], pick[None, :]] * wc[:, None] * wc[None, :], s
 
 
 def check_rows_match(updates: Any, rows: Sequence[jax.Array | None], method: str) -> None:
@@ -97,8 +101,8 @@ def combine(updates: Any, loss_grads: Any, coefficients: jax.Array, method: str)
   rows = stack_rows(loss_grads, loss_grads.names)
   check_rows_match(updates, rows, method)
   flat, treedef = jax.tree.flatten(updates)
-  out = [u if r is None else jnp.tensordot(coefficients.astype(r.dtype), r, axes=1).astype(u.dtype)
-         for u, r in zip(flat, rows, strict=True)]
+  out = [u if r is None else weighted_rows(coefficients, r, m).astype(u.dtype)
+         for u, r, m in zip(flat, rows, loss_grads.row_masks(), strict=True)]
   return jax.tree.unflatten(treedef, out)
 
 
@@ -121,24 +125,26 @@ def updates_mismatch(updates: Any, loss_grads: Any, w: jax.Array,
   0 when both are 0, NaN for non-finite inputs. Computed on values divided by one power of two,
   so it is finite for any finite gradients."""
   rows = stack_rows(loss_grads, loss_grads.names)
+  masks = loss_grads.row_masks()
   flat = jax.tree.leaves(updates)
   recomputed = recomputed if recomputed is not None else [True] * len(flat)
-  pairs = [(u, r) for u, r, c in zip(flat, rows, recomputed, strict=True)
-           if c and r is not None]
-  if not pairs:
+  triples = [(u, r, m) for u, r, m, c in zip(flat, rows, masks, recomputed, strict=True)
+             if c and r is not None]
+  if not triples:
     return jnp.zeros((), jnp.float32), UPDATES_TOLERANCE
-  s = common_scale([*(u[None] for u, _ in pairs), *(r for _, r in pairs)])
-  w = jnp.asarray(w, jnp.float32)
+  s = common_scale([*(u[None] for u, _, _ in triples), *(r for _, r, _ in triples)],
+                   [*(None for _ in triples), *(m for _, _, m in triples)])
+  w_over_s = jnp.asarray(w, jnp.float32) / s  # Σ (w_k/s) g_k: row slices, no scaled stack copy
   diff = ref = given = jnp.zeros((), jnp.float32)
-  for u, r in pairs:
+  for u, r, m in triples:
     u32 = u.astype(jnp.float32) / s
-    want = jnp.tensordot(w, r.astype(jnp.float32) / s, axes=1)
+    want = weighted_rows(w_over_s, r.astype(jnp.float32), m)
     diff = diff + jnp.sum(jnp.square(u32 - want))
     ref = ref + jnp.sum(jnp.square(want))
     given = given + jnp.sum(jnp.square(u32))
   scale = jnp.sqrt(jnp.maximum(ref, given))
   rel = jnp.where(scale > 0, jnp.sqrt(diff) / jnp.where(scale > 0, scale, 1.0), 0.0)
-  return rel, updates_tolerance([a for pair in pairs for a in pair])
+  return rel, updates_tolerance([a for u, r, _ in triples for a in (u, r)])
 
 
 def _mismatch_message(method: str, rel: float, tolerance: float) -> str:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmreg.grads import weighted_rows
 from mmreg.losses.spec import FUSED
 from mmreg.models.labels import FUSION, HEAD
 from mmreg.transforms._common import check_loss_stack, resolve_labels, stack_rows
@@ -79,8 +80,8 @@ def dgl(param_labels: Any, *, alpha: float = 4.0, modalities: Sequence[str] | No
       check_stack_updates(updates, loss_grads, w, "dgl", [lab in route for lab in labels])
     flat, treedef = jax.tree.flatten(updates)
     out = [u if r is None or lab not in route
-           else jnp.tensordot(coefficients[lab].astype(r.dtype), r, axes=1).astype(u.dtype)
-           for u, r, lab in zip(flat, rows, labels, strict=True)]
+           else weighted_rows(coefficients[lab], r, m).astype(u.dtype)
+           for u, r, m, lab in zip(flat, rows, loss_grads.row_masks(), labels, strict=True)]
     return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -17,9 +17,9 @@ the origin (Pareto-stationary) and the computed g̃ is round-off, which the auth
 would blow up to ‖g_sum‖ in an arbitrary direction (or to inf/NaN when it is exactly 0). A block
 whose ‖w_1 g_mm + w_2 g_uni‖ is at most `stationary_tol`·(w_1‖g_mm‖ + w_2‖g_uni‖) gets 0.
 
-Cost: one L×L Gram matrix per leaf (all the dot products in one pass), one pass over the two
-rows that form g̃. Only when the Gram matrices leave float32's safe range (|g| ≳ 1e15 or
-≲ 1e-9) is the whole stack divided by one power of two first.
+Cost: per leaf, one fused dot product per pair of its non-zero rows and one pass over the two
+rows that form g̃; all on g/s, s one power of two above the largest entry (exact, so finite for
+any finite gradients), folded into those passes rather than applied to a copy of the stack.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ import jax.numpy as jnp
 import optax
 
 from mmreg.losses.spec import FUSED
-from mmreg.transforms._common import check_loss_stack, common_scale, resolve_labels, stack_rows
+from mmreg.transforms._common import (
+  check_loss_stack,
+  common_scale,
+  leaf_gram,
+  resolve_labels,
+  stack_rows,
+)
 from mmreg.transforms._stack import check_param_labels, check_rows_match, check_stack_updates
 
 
@@ -104,10 +110,15 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     used = [j for idx in blocks.values() for j in idx]
     L = loss_grads.num_losses
     i_mm = loss_grads.index(fused_loss)
-    raw = {j: rows[j].reshape(L, -1).astype(jnp.float32) for j in used}
+    masks = loss_grads.row_masks()
+    # One power of two s for the whole stack (no ‖g‖² overflows or underflows), folded into
+    # fused dot products and row sums: the stack is never copied, its zero rows never read.
+    s = common_scale([rows[j] for j in used], [masks[j] for j in used])
+    grams = {j: leaf_gram(rows[j], masks[j], s) for j in used}
+    scaled = {j: (lambda i, j=j: rows[j][i].reshape(-1).astype(jnp.float32) / s)
+              for j in used}
 
-    def solve(scaled, grams, s):
-      """Everything on the stack divided by s (exact: a power of two)."""
+    def solve():
       new_leaves, cosines, weights, stationary = {}, [], [], []
       for m in mods:
         idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
@@ -116,7 +127,7 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
         norms = jnp.sqrt(a * b)
         cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
         w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
-        new = {j: 2.0 * (w1 * scaled[j][i_mm] + (1.0 - w1) * scaled[j][i_uni]) for j in idx}
+        new = {j: 2.0 * (w1 * scaled[j](i_mm) + (1.0 - w1) * scaled[j](i_uni)) for j in idx}
         new_sq = {j: v @ v for j, v in new.items()}
         d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
         is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
@@ -133,23 +144,7 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
         stationary.append(is_stationary.astype(jnp.float32))
       return new_leaves, jnp.stack(cosines), jnp.stack(weights), jnp.stack(stationary)
 
-    def rescaled():
-      # One power of two s for the whole stack: no ‖g‖² overflows or underflows.
-      s = common_scale([raw[j] for j in used])
-      scaled = {j: f / s for j, f in raw.items()}
-      return solve(scaled, {j: f @ f.T for j, f in scaled.items()}, s)
-
-    grams = {j: f @ f.T for j, f in raw.items()}
-    if used:
-      top = jnp.max(jnp.stack([jnp.max(jnp.diagonal(G)) for G in grams.values()]))
-      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(G)) for G in grams.values()]))
-      # The raw Gram matrices serve whenever they are safely inside float32's range; only then
-      # is the stack divided by s (a copy).
-      in_range = finite & (top >= 2.0 ** -60) & (top <= 2.0 ** 100)
-      new_leaves, cosines, weights, stationary = jax.lax.cond(
-          in_range, lambda: solve(raw, grams, jnp.ones((), jnp.float32)), rescaled)
-    else:
-      new_leaves, cosines, weights, stationary = solve({}, {}, jnp.ones((), jnp.float32))
+    new_leaves, cosines, weights, stationary = solve()
     for j, v in new_leaves.items():
       out[j] = v
     diagnostics = {"cosine": cosines, "weight_fused": weights, "stationary": stationary}
