@@ -100,7 +100,8 @@ def measure(variant: str, n: int, args: argparse.Namespace, data: dict[str, Any]
   model = build_model(model_cfg, shapes, NUM_CLASSES, seed=0)
   labels = mmreg.param_labels(model)
   options = {"total_epochs": 1} if method_name == "redreg" else {}
-  tx = optax.chain(build_method(method_name, labels, model.modalities, options),
+  tx = optax.chain(build_method(method_name, labels, model.modalities, options,
+                                updates_from_stack=True),
                    optax.sgd(1e-3, momentum=0.9))
   graphdef, state = init_train_state(model, tx, seed=0)
   by_features = scope == "features"

@@ -130,7 +130,8 @@ def mmreg_steps(shape: Shape, methods: list[str], loss_grads_impl: str
   for row in methods:
     method_name, options = METHODS[row]
     method = get_method(method_name)
-    tx = optax.chain(build_method(method_name, labels, model.modalities, options),
+    tx = optax.chain(build_method(method_name, labels, model.modalities, options,
+                                  updates_from_stack=True),
                      optax.sgd(2e-3, momentum=0.9))
     graphdef, state = init_train_state(model, tx, 0)
     with_stack = method.needs_loss_grads or row in STACK_ROWS

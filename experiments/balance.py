@@ -130,7 +130,8 @@ class Trainer:
                  or classification_losses(modalities))
     self.optimizer = optax.sgd(args.lr, momentum=0.9)
     self.loss_method = build_loss_method(name, options)
-    self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities, options),
+    self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities, options,
+                                       loss_weights=self.spec.weights, updates_from_stack=True),
                           self.optimizer)
     graphdef, _ = init_train_state(model, self.tx, 0)
     self.graphdef = graphdef

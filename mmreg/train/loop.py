@@ -326,7 +326,7 @@ def _train_and_evaluate(config: Any, workdir: Path, cleanup: contextlib.ExitStac
   method = get_method(method_name)
   labels = param_labels(model)
   method_tx = build_method(method_name, labels, modalities, options, total_epochs=epochs,
-                           loss_weights=loss_spec.weights)
+                           loss_weights=loss_spec.weights, updates_from_stack=True)
   post_update = build_post_update(method_name, labels, options, total_epochs=epochs)
   loss_method = build_loss_method(method_name, options)
   tx = optax.chain(method_tx, make_optimizer(cfg["optim"], spe, epochs))

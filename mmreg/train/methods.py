@@ -108,15 +108,22 @@ def get_method(name: str) -> Method:
 
 def build_method(name: str, param_labels: Any, modalities: tuple[str, ...],
                  options: Mapping[str, Any] | None = None, *, total_epochs: int | None = None,
-                 loss_weights: Mapping[str, float] | None = None
-                 ) -> optax.GradientTransformation:
+                 loss_weights: Mapping[str, float] | None = None,
+                 updates_from_stack: bool = False) -> optax.GradientTransformation:
   """The method's gradient transformation; `total_epochs` fills that option for methods
   that schedule over training, `loss_weights` (the run's `LossSpec.weights`) for methods that
-  take them, unless the options set them."""
+  take them, unless the options set them.
+
+  `updates_from_stack=True` says the caller puts the method first in its chain and its step
+  hands it updates = Σ_k w_k ∇L_k of the very stack it passes (`make_train_step` does): the
+  stack methods' run-time check of that (`check_updates`) is then redundant and is turned off
+  unless the options set it, which saves the gradient-sized buffer it needs."""
   method = get_method(name)
   options = dict(options or {})
   if method.takes_loss_weights and loss_weights is not None:
     options.setdefault("loss_weights", dict(loss_weights))
+  if method.takes_loss_weights and updates_from_stack:
+    options.setdefault("check_updates", False)
   if method.needs_total_epochs and "total_epochs" not in options:
     if total_epochs is None:
       raise ValueError(f"method {name!r} needs the run's length: pass total_epochs")
