@@ -120,11 +120,10 @@ def updates_tolerance(arrays: Sequence[jax.Array]) -> float:
 
 def updates_mismatch(updates: Any, loss_grads: Any, w: jax.Array,
                      recomputed: Sequence[bool] | None = None) -> tuple[jax.Array, float]:
-  """(‖u − Σ_k w_k ∇L_k‖ / ‖u‖, tolerance) over the leaves a method recomputes from the stack
-  (`recomputed`, one bool per leaf; default every covered leaf); 0 when both are 0, inf when
-  only u is, NaN for non-finite inputs. Computed on values divided by one power of two, so it
-  is finite for any finite gradients; each weighted sum feeds one reduction, so it is fused
-  into it rather than stored."""
+  """(‖u − Σ_k w_k ∇L_k‖ / max(‖u‖, ‖Σ_k w_k ∇L_k‖), tolerance) over the leaves a method
+  recomputes from the stack (`recomputed`, one bool per leaf; default every covered leaf);
+  0 when both are 0, NaN for non-finite inputs. Computed on values divided by one power of two,
+  so it is finite for any finite gradients; the weighted sums read row slices of the stack."""
   rows = stack_rows(loss_grads, loss_grads.names)
   masks = loss_grads.row_masks()
   flat = jax.tree.leaves(updates)
@@ -136,13 +135,15 @@ def updates_mismatch(updates: Any, loss_grads: Any, w: jax.Array,
   s = common_scale([*(u[None] for u, _, _ in triples), *(r for _, r, _ in triples)],
                    [*(None for _ in triples), *(m for _, _, m in triples)])
   w_over_s = jnp.asarray(w, jnp.float32) / s  # Σ (w_k/s) g_k: row slices, no scaled stack copy
-  diff = given = jnp.zeros((), jnp.float32)
+  diff = ref = given = jnp.zeros((), jnp.float32)
   for u, r, m in triples:
     u32 = u.astype(jnp.float32) / s
-    diff = diff + jnp.sum(jnp.square(u32 - weighted_rows(w_over_s, r.astype(jnp.float32), m)))
+    want = weighted_rows(w_over_s, r.astype(jnp.float32), m)
+    diff = diff + jnp.sum(jnp.square(u32 - want))
+    ref = ref + jnp.sum(jnp.square(want))
     given = given + jnp.sum(jnp.square(u32))
-  rel = jnp.where(given > 0, jnp.sqrt(diff / jnp.where(given > 0, given, 1.0)),
-                  jnp.where(diff > 0, jnp.inf, 0.0))
+  scale = jnp.sqrt(jnp.maximum(ref, given))
+  rel = jnp.where(scale > 0, jnp.sqrt(diff) / jnp.where(scale > 0, scale, 1.0), 0.0)
   return rel, updates_tolerance([a for u, r, _ in triples for a in (u, r)])
 
 
