@@ -231,3 +231,17 @@ def test_mmpareto_g_sum_uses_the_loss_weights(rng):
     if np.linalg.norm(g_sum) > np.linalg.norm(g):
       g = g * np.linalg.norm(g_sum) / np.linalg.norm(g)
     np.testing.assert_allclose(flat(out)[path], 1.5 * g, rtol=1e-5)
+
+
+def test_updates_from_stack_turns_the_check_off_unless_the_options_set_it(rng):
+  """`build_method(..., updates_from_stack=True)` (the training loop's call) skips the check:
+  halved updates then pass silently, as with check_updates=False; an explicit option wins."""
+  rows = _rows(rng)
+  halved = jax.tree.map(lambda x: 0.5 * x, add(*rows.values()))
+  for name in STACK_METHODS:
+    tx = build_method(name, labels(), ("a", "b"), {}, updates_from_stack=True)
+    jax.block_until_ready(tx.update(halved, tx.init(halved), loss_grads=loss_grads(rows)))
+    checked = build_method(name, labels(), ("a", "b"), {"check_updates": True},
+                           updates_from_stack=True)
+    with pytest.raises(StackContractError, match=_message(name)):
+      checked.update(halved, checked.init(halved), loss_grads=loss_grads(rows))
