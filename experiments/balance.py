@@ -1,25 +1,37 @@
-"""Modality balancing benchmark: every method vs joint and unimodal training.
+"""Modality balancing benchmark: every method against two baselines, tuned with equal budgets.
 
-Datasets: imbalanced view pairs of the bundled mfeat data and the synthetic competition task at
-several imbalance levels (the easy modality's scale). Per method and dataset, over seeds:
-mean ± 95% CI (Student t) of test accuracy and macro-F1, per-modality accuracy (auxiliary
-heads), the exact Shapley contribution of each modality to test accuracy (missing modality
-zero-filled through the model's presence mask), step time, and the paired difference to joint
-training on the same seeds (a method "beats joint" when that interval lies above zero). Model
-selection uses the validation split only (best validation epoch); the test split is read once.
+Protocol, per task:
+- Baselines: `joint` (the fused cross-entropy only, on a concat head whose slices give the
+  per-modality logits) and `joint+heads` (fused + one cross-entropy per modality's auxiliary
+  head). Each method runs in its authors' loss configuration (`ENTRIES`).
+- Converged runs: every run trains until its validation accuracy has not improved for
+  `--patience` epochs (at most `--max_epochs`) and keeps its best validation epoch.
+- Equal budgets: every method gets a grid of 6 configurations, learning rate × its own
+  strength (3 `--method_learning_rates` × 2 strengths) or, without a strength parameter, the
+  6 learning rates of `--learning_rates` (the baselines' grid). The configuration with the
+  best mean validation accuracy over `--tune_seeds` seeds is selected; its runs on the
+  `--seeds` fresh seeds are the ones reported, the test split read once for them.
+- Learning-rate-matched controls: where a method's encoders move more than 1.2× as far over
+  the first epoch as joint+heads' at the same learning rate and seeds (MMPareto's boost, PMR's
+  extra loss), joint+heads is re-run at the learning rate scaled by that ratio.
+- Statistics: paired differences over the fresh seeds, Student-t 95% intervals, Holm–Bonferroni
+  across the methods of one task for each baseline; `significant` is the adjusted decision.
+- Imbalance evidence: each modality alone (joint+heads on that modality, same grid), the weak
+  modality's head inside each model, and a linear probe on each frozen encoder.
+All configurations and seeds of one method train together in one program
+(`mmreg.train.train_runs`: the library's step, vmapped over runs).
 
-  mmreg-balance                        # default: small, a few minutes on 2 cores
-  mmreg-balance --methods=joint,redreg,ogm_ge --datasets=mfeat:pix+mor \\
-      --seeds=5 --epochs=10 --workdir=runs/balance
-  mmreg-balance --dataset=crema_d --data_dir=~/tensorflow_datasets \\
-      --encoder=resnet --methods=joint,ogm_ge,mmpareto,redreg   # files you placed
-  python -m experiments.balance ...    # in a checkout
+  mmreg-balance                                   # default tasks; prints its time
+  mmreg-balance --datasets=mfeat:fou+mor,npz:/path/to/data.npz --methods=joint,joint+heads,mmpareto
+  mmreg-balance --dataset=crema_d --data_dir=~/tensorflow_datasets --methods=joint,ogm_ge
+  python -m experiments.balance ...               # in a checkout
 
-Writes results.json, results.md, accuracy.png and redreg_diagnostics.png under --workdir.
+Writes results.json, results.md and accuracy.png under --workdir.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -27,329 +39,384 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import flags
 
 import mmreg
 from mmreg import cli as cli_lib
-from mmreg.data import (
-  CompetitionConfig,
-  eval_batches,
-  iterate_batches,
-  load_competition,
-  load_mfeat,
-)
-from mmreg.data.dataset import MultimodalDataset, Splits
+from mmreg.data import CompetitionConfig, load_av_digits, load_competition, load_mfeat, load_npz
+from mmreg.data.dataset import Splits
 from mmreg.data.registry import load_dataset
 from mmreg.losses import classification_losses
-from mmreg.metrics import accuracy, macro_f1, modality_subsets, shapley_values, with_subset
+from mmreg.losses.spec import FUSED, LossSpec, fused_ce
+from mmreg.metrics import (
+  accuracy,
+  holm_bonferroni,
+  linear_probe_accuracy,
+  macro_f1,
+  paired_difference,
+)
 from mmreg.models import build_model
 from mmreg.train import (
-  EpochContext,
   build_loss_method,
   build_method,
-  init_train_state,
-  make_predict,
-  make_train_step,
+  evaluate_runs,
   method_loss_spec,
   method_needs,
   model_config_for,
+  take_runs,
+  train_runs,
 )
-from mmreg.train.diagnostics import find_diagnostics
-from mmreg.train.results import mean_ci, write_json
-
-# Registered methods (mmreg.train.METHODS) compared here, plus "unimodal" (joint training of
-# each modality alone).
-REGISTERED_METHODS = ("joint", "ogm_ge", "inforeg", "agm", "mmpareto", "pcgrad", "mgda", "dgl",
-                      "redreg", "redreg_subspace", "pmr", "gblending")
-ALL_METHODS = ("unimodal", *REGISTERED_METHODS)
-DEFAULT_DATASETS = ("mfeat:pix+mor", "mfeat:fac+zer", "competition:3", "competition:6")
+from mmreg.train.provenance import provenance
+from mmreg.train.results import mean_ci, write_json, write_text_atomic
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """How the benchmark runs one method: the registered method, the losses it trains on
+  ("fused": the fused CE alone; "fused+heads": plus one CE per auxiliary head; "own": the
+  method's own loss spec), where the model's per-modality logits come from, and the option
+  its strength grid varies (with the two values, the first the authors' default)."""
+
+  method: str
+  losses: str
+  modality_logits: str = "auto"
+  strength: str | None = None
+  strength_values: tuple[Any, ...] = ()
+
+
+# The authors' loss configurations (shared/REFERENCES.md): OGM-GE, InfoReg and PMR train the
+# fused CE with modality scores from the fused head's slices; AGM its own losses on the
+# zero-input Shapley model; MMPareto, PCGrad, MGDA, DGL, RedReg and G-Blending the fused loss
+# plus one per unimodal head. Strength grids: the authors' default and one other value.
+ENTRIES: dict[str, Entry] = {
+    "joint": Entry("joint", "fused", "head_slices"),
+    "joint+heads": Entry("joint", "fused+heads"),
+    "ogm_ge": Entry("ogm_ge", "fused", "head_slices", "alpha", (0.8, 0.1)),
+    "inforeg": Entry("inforeg", "fused", "head_slices", "strength",
+                     ((0.95, 0.1), (0.475, 0.05))),
+    "agm": Entry("agm", "own", "auto", "alpha", (1.0, 0.5)),
+    "mmpareto": Entry("mmpareto", "fused+heads", "auto", "gamma", (1.5, 1.0)),
+    "pcgrad": Entry("pcgrad", "fused+heads"),
+    "mgda": Entry("mgda", "fused+heads"),
+    "dgl": Entry("dgl", "fused+heads", "auto", "alpha", (4.0, 1.0)),
+    "redreg": Entry("redreg", "fused+heads", "auto", "beta_scale", (1.0, 0.5)),
+    "pmr": Entry("pmr", "fused", "head_slices", "alpha", (1.0, 0.5)),
+    "gblending": Entry("gblending", "fused+heads"),
+}
+BASELINES = ("joint", "joint+heads")
+CONTROL_RATIO = 1.2
+DEFAULT_DATASETS = ("mfeat:fou+mor", "av_digits", "competition:3")
 AUDIO_VISUAL = ("crema_d", "kinetics_sounds", "ave")
 
 
-def load(name: str, seed: int, args=None) -> Splits:
-  """`mfeat:<view>+<view>`, `competition:<easy_scale>`, or an audio-visual dataset a user
-  placed (`crema_d`, `kinetics_sounds`, `ave`; read from --data_dir / --manual_dir)."""
+def load(name: str, args: SimpleNamespace) -> Splits:
+  """`mfeat:<view>+<view>`, `av_digits`, `competition:<easy_scale>`, `npz:<path>` (your own
+  splits), or an audio-visual dataset you placed (`crema_d`, `kinetics_sounds`, `ave`). One
+  fixed split (seed 0) for every run: the seeds vary initialisation and data order."""
   kind, _, arg = name.partition(":")
   if kind in AUDIO_VISUAL:
-    if args is None or not args.data_dir:
+    if not args.data_dir:
       raise ValueError(f"{kind} is read from files you place: pass --data_dir (and --manual_dir "
                        "if the release is not in <data_dir>/downloads/manual); see "
                        "docs/datasets.md")
     return load_dataset(kind, {"data_dir": args.data_dir, "manual_dir": args.manual_dir,
                                "config": args.av_config, "val_fraction": args.val_fraction,
-                               "seed": seed})
+                               "seed": 0})
   if kind == "mfeat":
-    return load_mfeat(tuple(arg.split("+")), seed=seed)
+    return load_mfeat(tuple(arg.split("+")), seed=0)
+  if kind == "av_digits":
+    return load_av_digits(seed=0)
   if kind == "competition":
-    cfg = CompetitionConfig(easy_scale=float(arg or 3.0))
-    return load_competition(cfg, num_samples=2000, seed=seed)
-  raise ValueError(f"unknown dataset {name!r}; use mfeat:<v>+<v>, competition:<easy_scale> or "
-                   f"one of {list(AUDIO_VISUAL)}")
+    return load_competition(CompetitionConfig(easy_scale=float(arg or 3.0)), num_samples=2000,
+                            seed=0)
+  if kind == "npz":
+    if not arg:
+      raise ValueError("npz needs a path: --datasets=npz:/path/to/data.npz")
+    return load_npz(arg)
+  raise ValueError(f"unknown dataset {name!r}; use mfeat:<v>+<v>, av_digits, "
+                   f"competition:<easy_scale>, npz:<path> or one of {list(AUDIO_VISUAL)}")
 
 
-def method_options(name: str, epochs: int) -> dict[str, Any]:
-  return {"redreg": {"total_epochs": epochs}, "redreg_subspace": {"total_epochs": epochs},
-          "inforeg": {"window": 2}}.get(name, {})
+def loss_spec_for(entry: Entry, modalities: tuple[str, ...], options: Mapping[str, Any]
+                  ) -> LossSpec:
+  if entry.losses == "own":
+    return method_loss_spec(entry.method, modalities, options)
+  if entry.losses == "fused":
+    return LossSpec({FUSED: fused_ce()}, {FUSED: 1.0})
+  return classification_losses(modalities)
 
 
-def gather(predict, params, model_state, data: MultimodalDataset, subset=None
-           ) -> dict[str, np.ndarray]:
-  logits, mod = [], {m: [] for m in data.modalities}
-  for batch, valid in eval_batches(data, 512):
-    if subset is not None:
-      batch = with_subset(batch, subset)
-    out = predict(params, model_state, batch)
-    logits.append(np.asarray(out.logits)[valid])
-    for m in data.modalities:
-      mod[m].append(np.asarray(out.modality_logits[m])[valid])
-  return {"logits": np.concatenate(logits), **{m: np.concatenate(v) for m, v in mod.items()}}
+def train_entry(entry: Entry, options: Mapping[str, Any], splits: Splits,
+                learning_rates: Sequence[float], seeds: Sequence[int], args: SimpleNamespace):
+  """All (learning rate, seed) runs of one method configuration, trained together."""
+  modalities = splits.train.modalities
+  model_cfg = model_config_for(entry.method, {
+      "encoder": args.encoder, "hidden": (64,), "feature_dim": 32, "channels": (8, 16),
+      "modality_logits": entry.modality_logits}, options)
+  shapes = {m: splits.train.input_shapes[m] for m in modalities}
+
+  def build(seed: int):
+    return build_model(model_cfg, shapes, splits.train.num_classes, seed)
+
+  spec = loss_spec_for(entry, modalities, options)
+  method_tx = build_method(entry.method, mmreg.param_labels(build(0)), modalities, options,
+                           total_epochs=args.max_epochs, loss_weights=spec.weights,
+                           updates_from_stack=True)
+  return train_runs(build, spec, method_tx, splits, learning_rates=learning_rates, seeds=seeds,
+                    batch_size=args.batch_size, max_epochs=args.max_epochs,
+                    patience=args.patience,
+                    with_loss_grads=method_needs(entry.method, options).loss_grads,
+                    loss_method=build_loss_method(entry.method, options))
 
 
-class Trainer:
-  """One (method, dataset) pair: builds and compiles the step once, trains every seed.
-
-  A loss-side method (PMR, G-Blending) keeps its epoch-level state in `TrainState.loss_state`,
-  updated at the start of every epoch (`mmreg.train.loss_methods`)."""
-
-  def __init__(self, method: str, splits: Splits, modalities: tuple[str, ...], args):
-    self.method, self.args, self.modalities = method, args, modalities
-    self.splits = splits.select(modalities)
-    self.spe = len(self.splits.train) // args.batch_size
-    name = "joint" if method == "unimodal" else method
-    options = method_options(name, args.epochs)
-    self.model_cfg = model_config_for(
-        name, {"encoder": args.encoder, "hidden": (64,), "feature_dim": 32}, options)
-    model = self.build_model(0)
-    self.spec = (method_loss_spec(name, modalities, options)
-                 or classification_losses(modalities))
-    self.optimizer = optax.sgd(args.lr, momentum=0.9)
-    self.loss_method = build_loss_method(name, options)
-    self.tx = optax.chain(build_method(name, mmreg.param_labels(model), modalities, options,
-                                       loss_weights=self.spec.weights, updates_from_stack=True),
-                          self.optimizer)
-    graphdef, _ = init_train_state(model, self.tx, 0)
-    self.graphdef = graphdef
-    self.predict = make_predict(graphdef)
-    self.step = make_train_step(graphdef, self.spec, self.tx, steps_per_epoch=self.spe,
-                                with_loss_grads=method_needs(name, options).loss_grads,
-                                loss_method=self.loss_method)
-    self.warm = False
-
-  def build_model(self, seed: int):
-    shapes = {m: self.splits.train.input_shapes[m] for m in self.modalities}
-    return build_model(self.model_cfg, shapes, self.splits.train.num_classes, seed)
-
-  def context(self, state, seed: int, epoch: int) -> EpochContext:
-    return EpochContext(self.graphdef, state.params, state.model_state, self.splits.train,
-                        self.splits.val, self.spec, self.optimizer, self.args.batch_size, seed,
-                        epoch)
-
-  def train(self, seed: int) -> dict[str, Any]:
-    args, data = self.args, self.splits
-    _, state = init_train_state(self.build_model(seed), self.tx, seed)
-    if self.loss_method is not None:
-      state = state.replace(loss_state=self.loss_method.init(self.context(state, seed, 0)))
-    best = (-1.0, state.params)
-    epoch_times, trace = [], []
-    for epoch in range(args.epochs):
-      if self.loss_method is not None:
-        state = state.replace(loss_state=self.loss_method.update(
-            state.loss_state, self.context(state, seed, epoch)))
-      t0 = time.perf_counter()
-      for batch in iterate_batches(data.train, args.batch_size, seed=seed, epoch=epoch):
-        state, metrics = self.step(state, batch)
-        if self.method.startswith("redreg") and seed == args.seeds[0]:
-          d = find_diagnostics(state.opt_state)
-          trace.append({k: np.asarray(d[k]).tolist()
-                        for k in ("r", "gate", "beta", "applied_strength", "dominant")})
-      jax.block_until_ready(metrics)
-      if self.warm:  # the epoch that compiled the step is not timed
-        epoch_times.append((time.perf_counter() - t0) / self.spe)
-      self.warm = True
-      val = gather(self.predict, state.params, state.model_state, data.val)
-      val_acc = accuracy(data.val.labels, val["logits"].argmax(-1))
-      if val_acc > best[0]:
-        best = (val_acc, jax.tree.map(jnp.copy, state.params))
-    return self._evaluate(best[1], state.model_state, epoch_times, trace)
-
-  def _evaluate(self, params, model_state, epoch_times, trace) -> dict[str, Any]:
-    test = self.splits.test
-    out = gather(self.predict, params, model_state, test)
-    pred = out["logits"].argmax(-1)
-    result = {"accuracy": accuracy(test.labels, pred),
-              "macro_f1": macro_f1(test.labels, pred, test.num_classes),
-              "modality_accuracy": {m: accuracy(test.labels, out[m].argmax(-1))
-                                    for m in self.modalities},
-              "step_ms": 1e3 * float(np.median(epoch_times)) if epoch_times else float("nan")}
-    if len(self.modalities) > 1:
-      value = {}
-      for s in modality_subsets(self.modalities):
-        sub = gather(self.predict, params, model_state, test, s)
-        value[s] = accuracy(test.labels, sub["logits"].argmax(-1))
-      result["shapley"] = shapley_values(value, self.modalities)
-    if trace:
-      result["redreg_trace"] = trace
-    return result
+def tune(entry: Entry, splits: Splits, args: SimpleNamespace, learning_rates=None
+         ) -> dict[str, Any]:
+  """Train the method's grid on tuning and fresh seeds together, select on
+  the tuning seeds' validation accuracy, and return the fresh seeds' runs of the selection."""
+  if learning_rates is None:
+    learning_rates = args.method_learning_rates if entry.strength else args.learning_rates
+  strengths = entry.strength_values if entry.strength else (None,)
+  seeds = (*args.tune_seeds, *args.seeds)
+  best: dict[str, Any] | None = None
+  epochs, seconds = [], 0.0
+  for value in strengths:
+    options = {entry.strength: value} if entry.strength else {}
+    result = train_entry(entry, options, splits, learning_rates, seeds, args)
+    epochs.append(result.epochs)
+    seconds += result.seconds
+    for lr in learning_rates:
+      tuning = (result.learning_rates == lr) & np.isin(result.seeds, args.tune_seeds)
+      score = float(result.best_val_accuracy[tuning].mean())
+      if best is None or score > best["val_accuracy"]:
+        fresh = np.flatnonzero((result.learning_rates == lr)
+                               & np.isin(result.seeds, args.seeds))
+        best = {"val_accuracy": score, "learning_rate": float(lr), "options": options,
+                "runs": take_runs(result, fresh), "all": result}
+  assert best is not None
+  best["epochs"], best["seconds"] = epochs, seconds
+  return best
 
 
-def run(args) -> dict[str, Any]:
-  results: dict[str, Any] = {"args": vars(args), "datasets": {}}
-  for ds in args.datasets:
-    per_method: dict[str, Any] = {}
-    probe = load(ds, 0, args)
-    modalities = probe.train.modalities
-    for method in args.methods:
-      configs = ([(f"unimodal:{m}", (m,)) for m in modalities] if method == "unimodal"
-                 else [(method, modalities)])
-      for label, mods in configs:
-        trainer = None
-        runs = []
-        for seed in args.seeds:
-          splits = load(ds, seed, args)
-          if trainer is None:
-            trainer = Trainer(method, splits, mods, args)
-          else:
-            trainer.splits = splits.select(mods)
-          runs.append(trainer.train(seed))
-        per_method[label] = summarise(runs)
-        r = per_method[label]
-        print(f"{ds:<18}{label:<18} acc {fmt(r['accuracy'])}  f1 {fmt(r['macro_f1'])}  "
-              f"step {r['step_ms']:.2f} ms", flush=True)
-    if "joint" in per_method:
-      joint = per_method["joint"]["runs_accuracy"]
-      for label, r in per_method.items():
-        if label != "joint" and len(r["runs_accuracy"]) == len(joint):
-          diff = mean_ci(np.asarray(r["runs_accuracy"]) - np.asarray(joint))
-          r["vs_joint"] = {**diff, "beats_joint": bool(diff["mean"] - diff["ci95"] > 0),
-                           "worse_than_joint": bool(diff["mean"] + diff["ci95"] < 0)}
-    results["datasets"][ds] = per_method
-  return results
+def report(selected: dict[str, Any], splits: Splits) -> dict[str, Any]:
+  """Test metrics of the selected runs (one per fresh seed), the weak-modality evidence (each
+  head's accuracy, a linear probe on each frozen encoder) and the selected configuration."""
+  runs = selected["runs"]
+  test, train = splits.test, splits.train
+  out = evaluate_runs(runs, test)
+  features = evaluate_runs(runs, train)["features"]
+  pred = out["logits"].argmax(-1)
+  acc = [accuracy(test.labels, p) for p in pred]
+  f1 = [macro_f1(test.labels, p, test.num_classes) for p in pred]
+  heads = {m: [accuracy(test.labels, z.argmax(-1)) for z in logits]
+           for m, logits in out["modality_logits"].items()}
+  probes = {m: linear_probe_accuracy(features[m], train.labels, out["features"][m],
+                                     test.labels, test.num_classes).tolist()
+            for m in out["features"]}
+  return {"accuracy": {**mean_ci(acc), "runs": acc},
+          "macro_f1": {**mean_ci(f1), "runs": f1},
+          "head_accuracy": {m: {**mean_ci(v), "runs": v} for m, v in heads.items()},
+          "probe_accuracy": {m: {**mean_ci(v), "runs": v} for m, v in probes.items()},
+          "config": {"learning_rate": selected["learning_rate"],
+                     **{k: list(v) if isinstance(v, tuple) else v
+                        for k, v in selected["options"].items()},
+                     "val_accuracy": selected["val_accuracy"],
+                     "best_epoch": runs.best_epoch.tolist(), "epochs_trained": selected["epochs"],
+                     "diverged_runs": int(selected["all"].diverged.sum())},
+          "seconds": selected["seconds"]}
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-  out = {"accuracy": mean_ci([r["accuracy"] for r in runs]),
-         "macro_f1": mean_ci([r["macro_f1"] for r in runs]),
-         "runs_accuracy": [r["accuracy"] for r in runs],
-         "step_ms": float(np.nanmedian([r["step_ms"] for r in runs])),
-         "modality_accuracy": {m: mean_ci([r["modality_accuracy"][m] for r in runs])
-                               for m in runs[0]["modality_accuracy"]}}
-  if "shapley" in runs[0]:
-    out["shapley"] = {m: mean_ci([r["shapley"][m] for r in runs]) for m in runs[0]["shapley"]}
-  if "redreg_trace" in runs[0]:
-    out["redreg_trace"] = runs[0]["redreg_trace"]
-  return out
+def step_ratio(selected: dict[str, Any], reference: Any) -> float:
+  """Median over seeds of the method's first-epoch encoder step over joint+heads' at the same
+  learning rate and seeds."""
+  runs, lr = selected["all"], selected["learning_rate"]
+  ratios = []
+  for seed in runs.seeds[runs.learning_rates == lr]:
+    mine = runs.first_epoch_encoder_step[(runs.learning_rates == lr) & (runs.seeds == seed)]
+    ref = reference.first_epoch_encoder_step[(reference.learning_rates == lr)
+                                             & (reference.seeds == seed)]
+    if len(ref):
+      ratios.append(float(mine[0] / ref[0]))
+  return float(np.median(ratios)) if ratios else float("nan")
 
 
-def fmt(s: Mapping[str, float]) -> str:
-  return f"{100 * s['mean']:.2f} ± {100 * np.nan_to_num(s['ci95']):.2f}"
+def compare(per_method: dict[str, dict[str, Any]]) -> None:
+  """Paired differences to each baseline, Holm-adjusted across the task's methods, and to each
+  method's learning-rate-matched control; written into `per_method[name]["delta"]`."""
+  for baseline in BASELINES:
+    if baseline not in per_method:
+      continue
+    base = per_method[baseline]["accuracy"]["runs"]
+    diffs = {name: paired_difference(r["accuracy"]["runs"], base)
+             for name, r in per_method.items()
+             if name != baseline and not name.startswith(("unimodal:", "control:"))}
+    adjusted = holm_bonferroni({k: d.p_value for k, d in diffs.items()}) if diffs else {}
+    for name, d in diffs.items():
+      per_method[name].setdefault("delta", {})[baseline] = {
+          "mean": d.mean, "ci95": d.ci, "p": d.p_value, "p_holm": adjusted[name][0],
+          "significant": adjusted[name][1]}
+  controls = {name: paired_difference(per_method[name]["accuracy"]["runs"],
+                                      per_method[f"control:{name}"]["accuracy"]["runs"])
+              for name in per_method if f"control:{name}" in per_method}
+  adjusted = holm_bonferroni({k: d.p_value for k, d in controls.items()}) if controls else {}
+  for name, d in controls.items():
+    per_method[name].setdefault("delta", {})["lr_matched_control"] = {
+        "mean": d.mean, "ci95": d.ci, "p": d.p_value, "p_holm": adjusted[name][0],
+        "significant": adjusted[name][1]}
 
 
-def write_markdown(results: dict[str, Any], path: Path) -> None:
-  args = results["args"]
+def run_task(name: str, args: SimpleNamespace
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+  """`({method: results}, {"modalities", "weak_modality"})` of one task."""
+  splits = load(name, args)
+  modalities = splits.train.modalities
+  per_method: dict[str, dict[str, Any]] = {}
+  say = lambda label, r: print(  # noqa: E731
+      f"{name:<16}{label:<20} acc {fmt(r['accuracy'])}  lr {r['config']['learning_rate']:g}  "
+      f"epochs {r['config']['epochs_trained']}  {r['seconds']:.0f} s", flush=True)
+  if args.unimodal:
+    for m in modalities:
+      selected = tune(ENTRIES["joint+heads"], splits.select((m,)), args, args.learning_rates)
+      per_method[f"unimodal:{m}"] = report(selected, splits.select((m,)))
+      say(f"unimodal:{m}", per_method[f"unimodal:{m}"])
+  reference = None
+  order = sorted(args.methods, key=lambda n: n != "joint+heads")
+  for method in order:
+    selected = tune(ENTRIES[method], splits, args)
+    per_method[method] = report(selected, splits)
+    say(method, per_method[method])
+    if method == "joint+heads":
+      reference = selected["all"]
+    elif reference is not None and method not in BASELINES:
+      ratio = step_ratio(selected, reference)
+      per_method[method]["config"]["first_epoch_step_ratio"] = ratio
+      if ratio > CONTROL_RATIO:
+        lr = selected["learning_rate"] * ratio
+        control = train_entry(ENTRIES["joint+heads"], {}, splits, (lr,), args.seeds, args)
+        per_method[f"control:{method}"] = report(
+            {"runs": control, "all": control, "learning_rate": lr, "options": {},
+             "val_accuracy": float(control.best_val_accuracy.mean()),
+             "epochs": [control.epochs], "seconds": control.seconds}, splits)
+        say(f"control:{method}", per_method[f"control:{method}"])
+  compare(per_method)
+  weak = None
+  if args.unimodal and len(modalities) > 1:
+    weak = min(modalities, key=lambda m: per_method[f"unimodal:{m}"]["accuracy"]["mean"])
+  return per_method, {"modalities": list(modalities), "weak_modality": weak}
+
+
+def fmt(s: Mapping[str, float], scale: float = 100) -> str:
+  return f"{scale * s['mean']:.2f} ± {scale * np.nan_to_num(s['ci95']):.2f}"
+
+
+def verdict(delta: Mapping[str, Any] | None) -> str:
+  if delta is None:
+    return ""
+  sign = "+" if delta["mean"] >= 0 else "−"
+  decision = (" **better**" if delta["significant"] and delta["mean"] > 0 else
+              " **worse**" if delta["significant"] else "")
+  return (f"{sign}{abs(100 * delta['mean']):.2f} ± {100 * delta['ci95']:.2f} "
+          f"(p_Holm {delta['p_holm']:.2g}){decision}")
+
+
+def config_text(config: Mapping[str, Any]) -> str:
+  skip = {"val_accuracy", "best_epoch", "epochs_trained", "diverged_runs",
+          "first_epoch_step_ratio"}
+  return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in config.items() if k not in skip)
+
+
+def markdown(results: dict[str, Any]) -> str:
+  a = results["args"]
   lines = ["# Modality balancing benchmark", "",
-           f"Seeds {args['seeds']}, {args['epochs']} epochs, batch {args['batch_size']}, SGD lr "
-           f"{args['lr']} (momentum 0.9), MLP encoders (64 hidden, 32 features), concat fusion. "
-           "Accuracy and macro-F1 in %, mean ± 95% CI over seeds; Δ joint is the paired "
-           "difference to joint training on the same seeds; Shapley = exact Shapley "
-           "contribution of each modality to test accuracy (missing modality zero-filled).", ""]
+           f"Fresh seeds {a['seeds']} (tuning seeds {a['tune_seeds']}); runs stop after "
+           f"{a['patience']} epochs without a better validation accuracy (at most "
+           f"{a['max_epochs']}); batch {a['batch_size']}, SGD with momentum 0.9. Grid per "
+           f"method: {len(a['learning_rates'])} configurations (learning rates "
+           f"{a['method_learning_rates']} × 2 strengths, or learning rates "
+           f"{a['learning_rates']}). Accuracy in %, mean ± 95% "
+           "Student-t interval over the fresh seeds; Δ = paired difference in points, "
+           "p_Holm adjusted across the methods of the task; **better**/**worse** = the "
+           "adjusted decision at 0.05. Head: the weak modality's own head (its slice of the "
+           "fused head for `joint`); probe: a linear probe on its frozen encoder.", ""]
   for ds, per_method in results["datasets"].items():
-    mods = next((list(r["modality_accuracy"]) for k, r in per_method.items()
-                 if not k.startswith("unimodal")), [])
-    lines += [f"## {ds}", "",
-              "| method | accuracy | macro-F1 | Δ joint | beats joint? | "
-              + " | ".join(f"acc {m}" for m in mods) + " | "
-              + " | ".join(f"Shapley {m}" for m in mods) + " | step ms |",
-              "|---" * (6 + 2 * len(mods)) + "|"]
+    weak = results["tasks"][ds]["weak_modality"]
+    lines += [f"## {ds}", "", f"Weak modality: {weak or 'n/a'}.", "",
+              "| method | selected config | accuracy | macro-F1 | Δ joint | Δ joint+heads | "
+              "Δ LR-matched control | weak head | weak probe | step ratio | epochs |",
+              "|---" * 11 + "|"]
     for label, r in per_method.items():
-      vs = r.get("vs_joint")
-      delta = "" if vs is None else fmt(vs)
-      verdict = ("" if vs is None else "yes" if vs["beats_joint"] else
-                 "worse" if vs["worse_than_joint"] else "no (CI includes 0)")
-      accs = [fmt(r["modality_accuracy"][m]) if m in r["modality_accuracy"] else ""
-              for m in mods]
-      shap = [fmt(r["shapley"][m]) if "shapley" in r else "" for m in mods]
-      lines.append(f"| {label} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {delta} | "
-                   f"{verdict} | " + " | ".join(accs) + " | " + " | ".join(shap)
-                   + f" | {r['step_ms']:.2f} |")
+      delta = r.get("delta", {})
+      head = r["head_accuracy"].get(weak) if weak else None
+      probe = r["probe_accuracy"].get(weak) if weak else None
+      ratio = r["config"].get("first_epoch_step_ratio")
+      lines.append(
+          f"| {label} | {config_text(r['config'])} | {fmt(r['accuracy'])} | "
+          f"{fmt(r['macro_f1'])} | {verdict(delta.get('joint'))} | "
+          f"{verdict(delta.get('joint+heads'))} | {verdict(delta.get('lr_matched_control'))} | "
+          f"{fmt(head) if head else ''} | {fmt(probe) if probe else ''} | "
+          f"{'' if ratio is None else f'{ratio:.2f}'} | "
+          f"{'/'.join(map(str, r['config']['epochs_trained']))} |")
     lines.append("")
-  path.write_text("\n".join(lines))
+  lines.append(f"Total time: {results['seconds']:.0f} s.")
+  return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, Any], out: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> None:
   import matplotlib.pyplot as plt
 
   datasets = list(results["datasets"])
-  fig, axes = plt.subplots(len(datasets), 1, figsize=(10, 3.2 * len(datasets)), dpi=100,
+  fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 5.5), dpi=100,
                            squeeze=False)
-  for ax, ds in zip(axes[:, 0], datasets, strict=True):
+  for ax, ds in zip(axes[0], datasets, strict=True):
     per = results["datasets"][ds]
-    names = list(per)
-    means = [100 * per[n]["accuracy"]["mean"] for n in names]
-    errs = [100 * np.nan_to_num(per[n]["accuracy"]["ci95"]) for n in names]
-    colors = ["tab:gray" if n.startswith("unimodal") else "tab:orange" if n == "joint"
-              else "tab:blue" for n in names]
-    ax.bar(names, means, yerr=errs, capsize=3, color=colors)
-    lo = min(m - e for m, e in zip(means, errs, strict=True))
-    ax.set_ylim(max(0, lo - 5), 100)
-    ax.set_title(f"{ds}: test accuracy (mean ± 95% CI)")
-    ax.grid(axis="y", alpha=0.3)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    names = list(per)[::-1]
+    means = np.array([100 * per[n]["accuracy"]["mean"] for n in names])
+    half = np.array([100 * np.nan_to_num(per[n]["accuracy"]["ci95"]) for n in names])
+    upper = np.minimum(means + half, 100) - means  # no whisker above 100%
+    colors = ["tab:gray" if n.startswith(("unimodal", "control")) else
+              "tab:orange" if n in BASELINES else "tab:blue" for n in names]
+    for y, (mean, lo, hi, color) in enumerate(zip(means, half, upper, colors, strict=True)):
+      ax.errorbar(mean, y, xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.set_xlabel("test accuracy (%), mean ± 95% CI")
+    ax.set_title(ds, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(out / "accuracy.png")
-  plt.close(fig)
-
-  traces = [(ds, n, r["redreg_trace"]) for ds, per in results["datasets"].items()
-            for n, r in per.items() if "redreg_trace" in r]
-  if not traces:
-    return
-  fig, axes = plt.subplots(len(traces), 3, figsize=(12, 2.6 * len(traces)), dpi=100,
-                           squeeze=False)
-  for row, (ds, name, trace) in zip(axes, traces, strict=True):
-    steps = np.arange(1, len(trace) + 1)
-    dom = np.array([t["dominant"] for t in trace])
-    r = np.array([t["r"] for t in trace])
-    r_dom = np.where(dom >= 0, r[np.arange(len(r)), np.maximum(dom, 0).astype(int)], np.nan)
-    row[0].plot(steps, r_dom, lw=0.8)
-    row[0].axhline(0.15, color="k", ls="--", lw=0.6)
-    row[0].set_title(f"{ds} {name}: r of dominant", fontsize=8)
-    row[1].plot(steps, [t["gate"] for t in trace], lw=0.8)
-    row[1].set_title("co-information gate", fontsize=8)
-    row[2].plot(steps, [t["applied_strength"] for t in trace], lw=0.8)
-    row[2].set_title("applied strength β·gate·trigger", fontsize=8)
-  for ax in axes[-1]:
-    ax.set_xlabel("step")
-  fig.tight_layout()
-  fig.savefig(out / "redreg_diagnostics.png")
+  fig.savefig(path)
   plt.close(fig)
 
 
 FLAGS = flags.FlagValues()
-cli_lib.define_choices(FLAGS, "methods", ALL_METHODS, ALL_METHODS, "Methods to run.")
+cli_lib.define_choices(FLAGS, "methods", tuple(ENTRIES), tuple(ENTRIES), "Methods to run.")
 flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Comma-separated mfeat:<view>+<view>, "
-                  f"competition:<easy_scale>, {', '.join(AUDIO_VISUAL)}.", flag_values=FLAGS)
+                  "av_digits, competition:<easy_scale>, npz:<path>, "
+                  f"{', '.join(AUDIO_VISUAL)}.", flag_values=FLAGS)
 flags.DEFINE_alias("dataset", "datasets", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "", "TFDS data folder of an audio-visual dataset.",
                     flag_values=FLAGS)
 flags.DEFINE_string("manual_dir", None, "Where the release's files were placed.",
                     flag_values=FLAGS)
-flags.DEFINE_string("av_config", "small", "Audio-visual builder config: 'small' (64-px "
-                    "frames), 'default' (224 px), or a JSON dict of AVConfig fields.",
-                    flag_values=FLAGS)
+flags.DEFINE_string("av_config", "small", "Audio-visual builder config: 'small', 'default', or "
+                    "a JSON dict of AVConfig fields.", flag_values=FLAGS)
 flags.DEFINE_float("val_fraction", 0.1, "Validation share carved from train when a release "
                    "has no val split.", lower_bound=0, upper_bound=1, flag_values=FLAGS)
 flags.DEFINE_string("encoder", "auto", "Encoder kind: auto (MLP for vectors, conv for "
-                    "spectrograms/frames), mlp, conv1d, conv2d, resnet.", flag_values=FLAGS)
-flags.DEFINE_integer("seeds", 5, "Number of seeds (0..n-1); at least 2 for a confidence "
-                     "interval.", lower_bound=2, flag_values=FLAGS)
-flags.DEFINE_integer("epochs", 6, "Training epochs per run.", lower_bound=1, flag_values=FLAGS)
+                    "spectrograms/images), mlp, conv1d, conv2d, resnet.", flag_values=FLAGS)
+flags.DEFINE_integer("seeds", 10, "Fresh seeds reported (0..n-1).", lower_bound=2,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("tune_seeds", 2, "Seeds selecting the configuration (100..100+n-1).",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("max_epochs", 30, "Most epochs per run.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("patience", 5, "Stop after this many epochs without a better validation "
+                     "accuracy.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_float("lr", 0.02, "SGD learning rate (momentum 0.9).", flag_values=FLAGS)
+flags.DEFINE_list("learning_rates", ["0.005", "0.01", "0.02", "0.03", "0.05", "0.1"],
+                  "Learning-rate grid of the baselines and of methods without a strength.",
+                  flag_values=FLAGS)
+flags.DEFINE_list("method_learning_rates", ["0.01", "0.03", "0.1"], "Learning rates crossed "
+                  "with a method's two strengths.", flag_values=FLAGS)
+flags.DEFINE_bool("unimodal", True, "Also train each modality alone.", flag_values=FLAGS)
 cli_lib.define_workdir(FLAGS, "runs/balance", "Output folder.")
 
 
@@ -360,7 +427,18 @@ def parse_args(argv: Sequence[str] | None = None) -> SimpleNamespace:
       args.av_config = json.loads(args.av_config)
     except json.JSONDecodeError as e:
       cli_lib.fail(f"--av_config is not valid JSON ({e})")
-  args.seeds = list(range(args.seeds))
+  args.learning_rates = tuple(cli_lib.float_list(FLAGS, "learning_rates"))
+  args.method_learning_rates = tuple(cli_lib.float_list(FLAGS, "method_learning_rates"))
+  missing = sorted(set(args.method_learning_rates) - set(args.learning_rates))
+  if missing:
+    cli_lib.fail(f"--method_learning_rates {missing} are not in --learning_rates: the "
+                 "baselines' grid must hold them, for the step-size comparison")
+  if 2 * len(args.method_learning_rates) != len(args.learning_rates):
+    cli_lib.fail(f"{len(args.learning_rates)} --learning_rates but "
+                 f"{len(args.method_learning_rates)} --method_learning_rates: equal budgets "
+                 "need twice as many learning rates as method learning rates")
+  args.seeds = tuple(range(args.seeds))
+  args.tune_seeds = tuple(range(100, 100 + args.tune_seeds))
   return args
 
 
@@ -368,14 +446,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   out = Path(args.workdir)
   out.mkdir(parents=True, exist_ok=True)
-  t0 = time.perf_counter()
-  results = run(args)
-  results["seconds"] = time.perf_counter() - t0
+  start = time.perf_counter()
+  results: dict[str, Any] = {"args": vars(args), "provenance": provenance(), "datasets": {},
+                             "tasks": {}}
+  for name in args.datasets:
+    results["datasets"][name], results["tasks"][name] = run_task(name, args)
+  results["seconds"] = time.perf_counter() - start
   write_json(out / "results.json", results)
-  write_markdown(results, out / "results.md")
-  plot(results, out)
-  print(f"wrote {out}/results.json, results.md, accuracy.png, redreg_diagnostics.png "
-        f"in {results['seconds']:.0f} s")
+  write_text_atomic(out / "results.md", markdown(results))
+  plot(results, out / "accuracy.png")
+  print(f"wrote {out}/results.json, results.md, accuracy.png in {results['seconds']:.0f} s")
   return results
 
 

@@ -13,6 +13,7 @@ from mmreg.metrics.neural_collapse import (
     neural_collapse_from_stats,
     update_class_stats,
 )
+from mmreg.metrics.probe import linear_probe_accuracy
 from mmreg.metrics.ranking import precision_recall, roc_auc_ovr, roc_auc_per_class
 from mmreg.metrics.retrieval import (
     mean_average_precision,
@@ -25,6 +26,7 @@ from mmreg.metrics.shapley import modality_subsets, shapley_logits, shapley_valu
 from mmreg.metrics.stats import PairedDifference, holm_bonferroni, paired_difference
 
 __all__ = [
+    "linear_probe_accuracy",
     "ClassStats",
     "NeuralCollapse",
     "PairedDifference",

@@ -26,6 +26,7 @@ from mmreg.train.methods import (
     register_method,
 )
 from mmreg.train.optim import learning_rate_schedule, make_optimizer
+from mmreg.train.runs import RunsResult, evaluate_runs, take_runs, train_runs
 from mmreg.train.step import (
     TrainState,
     init_train_state,
@@ -46,10 +47,12 @@ __all__ = [
     "Method",
     "MethodNeeds",
     "PMRState",
+    "RunsResult",
     "TrainState",
     "build_loss_method",
     "build_method",
     "build_post_update",
+    "evaluate_runs",
     "gblending",
     "get_method",
     "init_train_state",
@@ -66,4 +69,6 @@ __all__ = [
     "pmr",
     "register_method",
     "split_model",
+    "take_runs",
+    "train_runs",
 ]
