@@ -338,12 +338,14 @@ def markdown(results: dict[str, Any]) -> str:
            "Student-t interval over the fresh seeds; Δ = paired difference in points, "
            "p_Holm adjusted across the methods of the task; **better**/**worse** = the "
            "adjusted decision at 0.05. Head: the weak modality's own head (its slice of the "
-           "fused head for `joint`); probe: a linear probe on its frozen encoder.", ""]
+           "fused head for `joint`); probe: a linear probe on its frozen encoder. Step ratio: "
+           "the encoders' first-epoch parameter change over joint+heads' at the same learning "
+           "rate and seeds. Best epoch: median over the fresh seeds (1-based).", ""]
   for ds, per_method in results["datasets"].items():
     weak = results["tasks"][ds]["weak_modality"]
     lines += [f"## {ds}", "", f"Weak modality: {weak or 'n/a'}.", "",
               "| method | selected config | accuracy | macro-F1 | Δ joint | Δ joint+heads | "
-              "Δ LR-matched control | weak head | weak probe | step ratio | epochs |",
+              "Δ LR-matched control | weak head | weak probe | step ratio | best epoch / trained |",
               "|---" * 11 + "|"]
     for label, r in per_method.items():
       delta = r.get("delta", {})
@@ -356,6 +358,7 @@ def markdown(results: dict[str, Any]) -> str:
           f"{verdict(delta.get('joint+heads'))} | {verdict(delta.get('lr_matched_control'))} | "
           f"{fmt(head) if head else ''} | {fmt(probe) if probe else ''} | "
           f"{'' if ratio is None else f'{ratio:.2f}'} | "
+          f"{np.median(r['config']['best_epoch']) + 1:g} / "
           f"{'/'.join(map(str, r['config']['epochs_trained']))} |")
     lines.append("")
   lines.append(f"Total time: {results['seconds']:.0f} s.")

@@ -26,7 +26,6 @@ from mmreg.metrics.shapley import modality_subsets, shapley_logits, shapley_valu
 from mmreg.metrics.stats import PairedDifference, holm_bonferroni, paired_difference
 
 __all__ = [
-    "linear_probe_accuracy",
     "ClassStats",
     "NeuralCollapse",
     "PairedDifference",
@@ -36,6 +35,7 @@ __all__ = [
     "confusion_matrix",
     "holm_bonferroni",
     "init_class_stats",
+    "linear_probe_accuracy",
     "macro_f1",
     "mean_average_precision",
     "modality_subsets",
