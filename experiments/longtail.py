@@ -93,11 +93,10 @@ _NC_EVERY = flags.DEFINE_integer("nc_every", 5, "Epochs between NC measurements.
 _WORKDIR = cli_lib.define_workdir(FLAGS, "runs/longtail", "Output folder.")
 
 
-
 class Run(NamedTuple):
   """One method, built once for every seed and split of a configuration.
 
-  `init(seed, splits)`: the trained state at step 0; `start_epoch(state, splits, seed,
+  `init(seed, splits)`: the train state at step 0; `start_epoch(state, splits, seed,
   epoch)`: the state with a loss-side method's epoch-level state updated; `step(state,
   batch)`: `mmreg.train.make_train_step`'s jitted step; `head_weights(state)`: the fused
   classifier's (kernel `[d, K]`, bias `[K]` or None)."""
