@@ -161,3 +161,27 @@ def test_spa_reg_and_etf_dr_errors():
                                      splits.train, splits.val, None, None, 32, 0, 0)
   with pytest.raises(ValueError, match="head='etf'"):
     mmreg.train.build_loss_method("etf_dr").init(context)
+
+
+def test_etf_dr_replaces_only_the_fused_loss(splits):
+  """With unimodal heads in the run's losses (the training loop's default), `etf_dr` trains
+  the dot-regression loss at the fused loss's weight and keeps the unimodal ones."""
+  dims = {v: splits.train.input_shapes[v][0] for v in ("fou", "pix")}
+  model = mmreg.mlp_classifier(dims, 10, hidden=(8,), feature_dim=16, head="etf", seed=2)
+  graphdef, params, model_state = split_model(model)
+  etf_dr = mmreg.train.build_loss_method("etf_dr")
+  state = etf_dr.init(mmreg.train.EpochContext(graphdef, params, model_state, splits.train,
+                                               splits.val, None, None, 32, 0, 0))
+  base = mmreg.classification_losses(("fou", "pix"), fused_weight=0.5, unimodal_weight=0.25)
+  spec = etf_dr.loss_spec(base, state)
+  assert dict(spec.weights) == {"dot_regression": 0.5, "fou": 0.25, "pix": 0.25}
+  batch = next(iterate_batches(splits.train, 32, seed=0, epoch=0))
+  out, _ = model_apply(graphdef, params, model_state, batch)
+  losses = spec(out, batch)
+  np.testing.assert_allclose(
+      losses["dot_regression"],
+      dot_regression_oracle(out.fused, batch["label"], model_state["head"]["kernel"]),
+      rtol=1e-6)
+  np.testing.assert_allclose(losses["fou"], ce_oracle(out.modality_logits["fou"],
+                                                      batch["label"]), rtol=1e-6)
+  assert mmreg.train.model_config_for("etf_dr", {}) == {"head": "etf"}
