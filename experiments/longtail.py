@@ -4,12 +4,15 @@ Datasets: long-tailed mfeat with two views (`fou` + `pix`, multimodal, concat fu
 view (`fou`, unimodal). The training split (60% of each class, n_max = 120) is cut to
 n_c = ⌊120·IF^(−c/9)⌋; validation and test stay balanced (30 and 50 per class).
 
-Methods (one linear fused head unless stated):
-  ce         cross-entropy;
-  etf_dr     fixed simplex-ETF head (`head="etf"`) trained with the dot-regression loss;
+Methods (one linear fused head unless stated), each a method of `mmreg.train`'s registry
+(`HPARAMS["methods"]`) trained by `mmreg.train.make_train_step`:
+  ce         cross-entropy (`joint`);
+  etf_dr     fixed simplex-ETF head (`head="etf"`) trained with the dot-regression loss
+             (`etf_dr`, `mmreg.train.loss_methods.etf_dot_regression`);
   spa_proj   CE + SpA-Proj on the head's gradient (`mmreg.spa_proj`, the authors' projection);
   spa_slerp  CE + SpA-SLERP after every step (`mmreg.spa_slerp_hook`);
-  spa_reg    CE + λ·SpA-Reg (`mmreg.losses.spa_reg_loss`, stop-gradient on the centres).
+  spa_reg    CE + λ·SpA-Reg (`mmreg.spa_reg`: the gradient of `mmreg.losses.spa_reg_loss`,
+             stop-gradient on the centres, added to the head's).
 Reported on the balanced test set at the last epoch: overall, many/medium/few-shot accuracy
 (`mmreg.data.shot_thresholds(120)`: many > 24, few < 4.8 training samples), and NC metrics of
 the training features over training (`mmreg.metrics.neural_collapse`).
@@ -24,17 +27,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import flags
+from flax import nnx
 
 import mmreg
 from mmreg import cli as cli_lib
 from mmreg.data import (
+    Splits,
     eval_batches,
     group_accuracy,
     iterate_batches,
@@ -44,14 +48,37 @@ from mmreg.data import (
     shot_thresholds,
     steps_per_epoch,
 )
-from mmreg.losses import cross_entropy, dot_regression_loss, spa_reg_loss
+from mmreg.losses import FUSED, LossSpec, fused_ce
 from mmreg.metrics import neural_collapse
-from mmreg.train import init_train_state, make_optimizer, make_predict, model_apply
+from mmreg.train import (
+    EpochContext,
+    TrainState,
+    build_loss_method,
+    build_method,
+    build_post_update,
+    init_train_state,
+    make_optimizer,
+    make_predict,
+    make_train_step,
+    method_loss_spec,
+    model_config_for,
+)
 from mmreg.train.results import mean_ci, write_json
 
 DATASETS = {"mfeat": ("fou", "pix"), "mfeat_fou": ("fou",)}
-METHODS = ("ce", "etf_dr", "spa_proj", "spa_slerp", "spa_reg")
 N_MAX = 120
+HPARAMS = {"batch_size": 32, "hidden": (64,), "feature_dim": 32,
+           "optim": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+                     "weight_decay": 5e-4, "schedule": "cosine"},
+           # Each method of the experiment: a method of the registry (`mmreg.train.METHODS`).
+           "methods": {"ce": {"name": "joint", "options": {}},
+                       "etf_dr": {"name": "etf_dr", "options": {}},
+                       "spa_proj": {"name": "spa_proj", "options": {}},
+                       "spa_slerp": {"name": "spa_slerp",
+                                     "options": {"alpha": 0.1, "threshold": 0.9}},
+                       "spa_reg": {"name": "spa_reg", "options": {"weight": 1.0}}}}
+METHODS = tuple(HPARAMS["methods"])
+NUM_CLASSES = 10
 
 FLAGS = flags.FlagValues()
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per (dataset, IF, method).", lower_bound=1,
@@ -65,65 +92,70 @@ _NC_EVERY = flags.DEFINE_integer("nc_every", 5, "Epochs between NC measurements.
                                  lower_bound=1, flag_values=FLAGS)
 _WORKDIR = cli_lib.define_workdir(FLAGS, "runs/longtail", "Output folder.")
 
-HPARAMS = {"batch_size": 32, "hidden": (64,), "feature_dim": 32, "spa_reg_weight": 1.0,
-           "slerp_alpha": 0.1, "slerp_threshold": 0.9,
-           "optim": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
-                     "weight_decay": 5e-4, "schedule": "cosine"}}
+
+class Run(NamedTuple):
+  """One method, built once for every seed and split of a configuration.
+
+  `init(seed, splits)`: the train state at step 0; `start_epoch(state, splits, seed,
+  epoch)`: the state with a loss-side method's epoch-level state updated; `step(state,
+  batch)`: `mmreg.train.make_train_step`'s jitted step; `head_weights(state)`: the fused
+  classifier's (kernel `[d, K]`, bias `[K]` or None)."""
+
+  graphdef: nnx.GraphDef
+  init: Callable[[int, Splits], TrainState]
+  start_epoch: Callable[[TrainState, Splits, int, int], TrainState]
+  step: Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]
+  head_weights: Callable[[TrainState], tuple[np.ndarray, np.ndarray | None]]
 
 
-def build_run(method: str, views: tuple[str, ...], dims: dict[str, int], spe: int,
-              epochs: int) -> tuple[Any, Callable, Callable, Callable]:
-  """(model, init(seed) -> state, jitted step(state, batch, epoch), head(params, state))."""
-  head = "etf" if method == "etf_dr" else "linear"
-  model = mmreg.mlp_classifier(dims, 10, hidden=HPARAMS["hidden"],
-                               feature_dim=HPARAMS["feature_dim"], head=head)
-  labels = None if head == "etf" else mmreg.param_labels(model)
-  if method == "spa_proj":
-    method_tx = mmreg.spa_proj(labels)
-  elif method in ("spa_slerp", "spa_reg"):
-    method_tx = mmreg.track_class_centres(labels)
-  else:
-    method_tx = optax.identity()
+def build_run(method: str, dims: dict[str, int], spe: int, epochs: int) -> Run:
+  """The experiment's `method` as its registered method (`HPARAMS["methods"]`): model config,
+  losses (the method's, else the fused cross-entropy), transform, post-update hook and
+  loss-side method all come from `mmreg.train`'s registry, by name."""
+  name, options = HPARAMS["methods"][method]["name"], HPARAMS["methods"][method]["options"]
+  model_cfg = model_config_for(name, {"hidden": HPARAMS["hidden"],
+                                      "feature_dim": HPARAMS["feature_dim"]}, options)
+
+  def model_for(seed: int) -> nnx.Module:
+    return mmreg.mlp_classifier(dims, NUM_CLASSES, seed=seed, **model_cfg)
+
+  model = model_for(0)
+  labels, modalities = mmreg.param_labels(model), model.modalities
+  loss_spec = (method_loss_spec(name, modalities, options)
+               or LossSpec({FUSED: fused_ce()}, {FUSED: 1.0}))
+  method_tx = build_method(name, labels, modalities, options, total_epochs=epochs,
+                           loss_weights=loss_spec.weights, updates_from_stack=True)
   tx = optax.chain(method_tx, make_optimizer(HPARAMS["optim"], spe, epochs))
-  slerp = mmreg.spa_slerp_hook(labels, total_epochs=epochs, alpha=HPARAMS["slerp_alpha"],
-                               threshold=HPARAMS["slerp_threshold"]) if labels else None
+  loss_method = build_loss_method(name, options)
   graphdef, _ = init_train_state(model, tx, 0)
+  step = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
+                         post_update=build_post_update(name, labels, options,
+                                                       total_epochs=epochs),
+                         loss_method=loss_method)
+  probe_optimizer = make_optimizer({**HPARAMS["optim"], "schedule": "constant"}, spe, epochs)
 
-  def init(seed):
-    fresh = mmreg.mlp_classifier(dims, 10, hidden=HPARAMS["hidden"],
-                                 feature_dim=HPARAMS["feature_dim"], head=head, seed=seed)
-    return init_train_state(fresh, tx, seed)[1]
+  def context(state: TrainState, splits: Splits, seed: int, epoch: int) -> EpochContext:
+    return EpochContext(graphdef, state.params, state.model_state, splits.train, splits.val,
+                        loss_spec, probe_optimizer, HPARAMS["batch_size"], seed, epoch)
 
-  def loss_fn(params, model_state, opt_state, batch):
-    output, new_model_state = model_apply(graphdef, params, model_state, batch)
-    y = batch["label"]
-    if method == "etf_dr":
-      loss = dot_regression_loss(output.fused, y, model_state["head"]["kernel"])
-    else:
-      loss = cross_entropy(output.logits, y)
-    if method == "spa_reg":
-      loss = loss + HPARAMS["spa_reg_weight"] * spa_reg_loss(
-          params["head"]["kernel"], output.fused, y, mmreg.find_class_centres(opt_state))
-    return loss, (output, new_model_state)
+  def init(seed: int, splits: Splits) -> TrainState:
+    state = init_train_state(model_for(seed), tx, seed)[1]
+    if loss_method is None:
+      return state
+    return state.replace(loss_state=loss_method.init(context(state, splits, seed, 0)))
 
-  @jax.jit
-  def step(state, batch, epoch):
-    (loss, (output, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.model_state, state.opt_state, batch)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                   penultimate=output.fused, labels=batch["label"])
-    params = optax.apply_updates(state.params, updates)
-    if method == "spa_slerp":
-      params = slerp(params, opt_state, epoch)
-    return state.replace(step=state.step + 1, params=params, model_state=model_state,
-                         opt_state=opt_state), loss
+  def start_epoch(state: TrainState, splits: Splits, seed: int, epoch: int) -> TrainState:
+    if loss_method is None:
+      return state
+    return state.replace(loss_state=loss_method.update(state.loss_state,
+                                                       context(state, splits, seed, epoch)))
 
-  def head_weights(state):
-    if head == "etf":
-      return np.asarray(state.model_state["head"]["kernel"]), None
-    return np.asarray(state.params["head"]["kernel"]), np.asarray(state.params["head"]["bias"])
+  def head_weights(state: TrainState) -> tuple[np.ndarray, np.ndarray | None]:
+    head = nnx.merge(graphdef, state.params, state.model_state).head
+    bias = getattr(head, "bias", None)
+    return np.asarray(head.kernel[...]), None if bias is None else np.asarray(bias[...])
 
-  return graphdef, init, step, head_weights
+  return Run(graphdef, init, start_epoch, step, head_weights)
 
 
 def collect(predict, state, data, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -136,19 +168,19 @@ def collect(predict, state, data, batch_size: int = 256) -> tuple[np.ndarray, np
   return np.concatenate(feats), np.concatenate(logits)
 
 
-def run_one(run, splits, seed: int, epochs: int, nc_every: int) -> dict[str, Any]:
-  graphdef, init, step, head_weights = run
-  predict = make_predict(graphdef)
-  state = init(seed)
+def run_one(run: Run, splits: Splits, seed: int, epochs: int, nc_every: int) -> dict[str, Any]:
+  predict = make_predict(run.graphdef)
+  state = run.init(seed, splits)
   bs = HPARAMS["batch_size"]
   nc_history = []
   t0 = time.perf_counter()
   for epoch in range(epochs):
+    state = run.start_epoch(state, splits, seed, epoch)
     for batch in iterate_batches(splits.train, bs, seed=seed, epoch=epoch):
-      state, _ = step(state, batch, jnp.int32(epoch))
+      state, _ = run.step(state, batch)
     if (epoch + 1) % nc_every == 0 or epoch + 1 == epochs:
       feats, _ = collect(predict, state, splits.train)
-      nc = neural_collapse(feats, splits.train.labels, *head_weights(state))
+      nc = neural_collapse(feats, splits.train.labels, *run.head_weights(state))
       nc_history.append({"epoch": epoch + 1, **nc.as_dict()})
   seconds = time.perf_counter() - t0
   _, logits = collect(predict, state, splits.test)
@@ -272,7 +304,7 @@ def run_longtail(outdir: Path, *, seeds: int, epochs: int, ifs: list[float],
       spe = steps_per_epoch(len(lt[0].train), HPARAMS["batch_size"])
       runs: dict[str, list[dict]] = {}
       for method in methods:
-        run = build_run(method, views, dims, spe, epochs)
+        run = build_run(method, dims, spe, epochs)
         for seed in range(seeds):
           r = run_one(run, lt[seed], seed, epochs, nc_every)
           runs.setdefault(method, []).append(r)

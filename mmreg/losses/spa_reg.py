@@ -22,7 +22,7 @@ def spa_reg_loss(kernel: jax.Array, features: jax.Array, labels: jax.Array,
   μ_c are the EMA centres `centres` (e.g. `mmreg.find_class_centres(opt_state)`) advanced by
   this batch's class means of `features` `[B, d]` (the classifier's input), μ̄ their unweighted
   mean over the K' seen classes, `kernel` the `[d, K]` classifier (column w_c per class).
-  With `stop_gradient=True` (sg(μ_c), the paper's form) only the classifier moves toward the
+  With `stop_gradient=True` (sg(μ_c), mmreg's default) only the classifier moves toward the
   centres; with False the gradient also moves this batch's features toward the weights.
   """
   if features.shape[-1] != kernel.shape[0]:

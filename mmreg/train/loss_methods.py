@@ -1,4 +1,5 @@
-"""Loss-side methods with epoch-level state: PMR (class prototypes) and G-Blending (weights).
+"""Loss-side methods with epoch-level state: PMR (class prototypes), G-Blending (weights) and
+ETF + dot-regression (the fixed ETF kernel).
 
 A loss-side method changes what is trained, not the gradient. Like an optax transformation it
 is a triple of pure functions around an explicit state:
@@ -30,11 +31,13 @@ from flax import nnx
 from mmreg.data.batch import LABEL, Batch, inputs_of
 from mmreg.data.dataset import MultimodalDataset, iterate_batches
 from mmreg.losses.classification import cross_entropy
+from mmreg.losses.dot_regression import dot_regression
 from mmreg.losses.gblending import gblending_weights
 from mmreg.losses.pmr import class_prototypes, pmr_loss
 from mmreg.losses.spec import FUSED, LossSpec
 from mmreg.models.classifier import ModelOutput
-from mmreg.train.methods import register_method
+from mmreg.models.etf import ETFHead
+from mmreg.train.methods import MethodNeeds, register_method
 from mmreg.train.step import model_apply
 
 PyTree = Any
@@ -293,6 +296,57 @@ def gblending(super_epoch: int = 10, min_overfit_sq: float = 0.0,
   return LossMethod(init, update, loss_spec)
 
 
+# --------------------------------------------------------------------------------------------
+# ETF + dot-regression
+
+DOT_REGRESSION = "dot_regression"
+
+
+class ETFState(NamedTuple):
+  """The model's fixed simplex-ETF kernel M `[d, K]`."""
+
+  kernel: jax.Array
+
+
+def etf_dot_regression(feature_norm: float = 1.0, normalize: bool = True) -> LossMethod:
+  """Fixed simplex-ETF classifier + dot-regression loss (Yang et al., NeurIPS 2022).
+
+  Replaces the run's fused cross-entropy ("fused") by "dot_regression" =
+  `mmreg.losses.dot_regression_loss(fused features, y, M)` at the same weight; the other
+  losses of the run stay. M is the kernel of the model's `ETFHead` (a model built with
+  `head="etf"`), read once at `init`: it is fixed, and as loss state it enters the step as an
+  argument, so one compiled step serves models of every seed. `feature_norm` and `normalize`
+  are `dot_regression_loss`'s.
+  """
+
+  def init(ctx: EpochContext) -> ETFState:
+    head = getattr(nnx.merge(ctx.graphdef, ctx.params, ctx.model_state), "head", None)
+    if not isinstance(head, ETFHead):
+      raise ValueError(f"etf_dr trains against a fixed simplex-ETF head but the model's head is "
+                       f"{type(head).__name__}; build the model with head='etf'")
+    return ETFState(jnp.array(head.kernel[...], jnp.float32))  # a copy (both states are donated)
+
+  def update(state: ETFState, ctx: EpochContext) -> ETFState:
+    del ctx
+    return state
+
+  def loss_spec(base: LossSpec, state: ETFState) -> LossSpec:
+    if FUSED not in base.terms:
+      raise ValueError(f"etf_dr replaces the fused cross-entropy {FUSED!r}, which the loss spec "
+                       f"{base.names} lacks; build it with mmreg.classification_losses")
+    rest = [n for n in base.names if n != FUSED]
+    term = dot_regression(state.kernel, feature_norm=feature_norm, normalize=normalize)
+    return LossSpec({DOT_REGRESSION: term, **{n: base.terms[n] for n in rest}},
+                    {DOT_REGRESSION: base.weights[FUSED], **{n: base.weights[n] for n in rest}})
+
+  return LossMethod(init, update, loss_spec)
+
+
+def _etf_dr_needs(options: Mapping[str, Any]) -> MethodNeeds:
+  del options
+  return MethodNeeds(model={"head": "etf"})
+
+
 def _no_transform(param_labels: Any, modalities: tuple[str, ...], **options: Any
                   ) -> optax.GradientTransformation:
   del param_labels, modalities, options
@@ -301,3 +355,4 @@ def _no_transform(param_labels: Any, modalities: tuple[str, ...], **options: Any
 
 register_method("pmr", _no_transform, loss_method=pmr)
 register_method("gblending", _no_transform, loss_method=gblending)
+register_method("etf_dr", _no_transform, loss_method=etf_dot_regression, needs=_etf_dr_needs)

@@ -19,6 +19,7 @@ from mmreg.transforms.ogm_ge import OGMGEState, ogm_coefficients, ogm_ge
 from mmreg.transforms.pcgrad import PCGradState, pcgrad, pcgrad_coefficients
 from mmreg.transforms.redreg import RedRegState, redreg
 from mmreg.transforms.spa_proj import SpAProjState, project_toward_centres, spa_proj
+from mmreg.transforms.spa_reg import SpARegState, spa_reg
 from mmreg.transforms.spa_slerp import (
     slerp_rate,
     slerp_toward_centres,
@@ -38,6 +39,7 @@ __all__ = [
     "PCGradState",
     "RedRegState",
     "SpAProjState",
+    "SpARegState",
     "agm",
     "agm_coefficients",
     "dgl",
@@ -56,6 +58,7 @@ __all__ = [
     "slerp_rate",
     "slerp_toward_centres",
     "spa_proj",
+    "spa_reg",
     "spa_slerp",
     "spa_slerp_hook",
     "track_class_centres",

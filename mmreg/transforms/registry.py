@@ -1,8 +1,9 @@
 """Registers every balancing transform in `mmreg.train.methods` by name.
 
-Builders take `(param_labels, modalities, **options)`. The loss-side PMR and G-Blending are
-registered in `mmreg.train.loss_methods`. `agm` declares the model, losses and stack of its
-authors' configuration (`MethodNeeds`), which the training loop applies.
+Builders take `(param_labels, modalities, **options)`. The loss-side PMR, G-Blending and
+ETF + dot-regression (`etf_dr`) are registered in `mmreg.train.loss_methods`. `agm` declares
+the model, losses and stack of its authors' configuration (`MethodNeeds`), which the training
+loop applies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mmreg.transforms.ogm_ge import ogm_ge
 from mmreg.transforms.pcgrad import pcgrad
 from mmreg.transforms.redreg import redreg
 from mmreg.transforms.spa_proj import spa_proj
+from mmreg.transforms.spa_reg import spa_reg
 from mmreg.transforms.spa_slerp import spa_slerp_hook
 
 
@@ -86,5 +88,6 @@ register_method("dgl", _with_modalities(dgl), needs_loss_grads=True, takes_loss_
 register_method("pcgrad", _on_stack(pcgrad), needs_loss_grads=True, takes_loss_weights=True)
 register_method("mgda", _on_stack(mgda), needs_loss_grads=True, takes_loss_weights=True)
 register_method("spa_proj", _spa_proj)
+register_method("spa_reg", _on_stack(spa_reg))
 register_method("spa_slerp", _spa_slerp, post_update=_spa_slerp_post)
 register_method("mgda_ub", _on_stack(mgda_ub), needs_loss_grads=True, loss_grads_over="features")
