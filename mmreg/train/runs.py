@@ -130,10 +130,14 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   select = jax.jit(_where_runs)
   encoder_step = jax.jit(lambda after, before: _encoder_step(labels, after, before))
 
+  # One optimizer object per learning rate: a loss-side method's jitted probes take it as a
+  # static argument, so a fresh object per run and epoch would recompile them.
+  optimizers = {lr: optimizer(learning_rate=lr) for lr, _ in runs}
+
   def contexts(states: TrainState, epoch: int) -> list[EpochContext]:
     return [EpochContext(graphdef, unstack_tree(states.params, r),
                          unstack_tree(states.model_state, r), train, val, loss_spec,
-                         optimizer(learning_rate=lr), batch_size, seed, epoch)
+                         optimizers[lr], batch_size, seed, epoch)
             for r, (lr, seed) in enumerate(runs)]
 
   if loss_method is not None:
