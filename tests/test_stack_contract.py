@@ -245,3 +245,21 @@ def test_updates_from_stack_turns_the_check_off_unless_the_options_set_it(rng):
                            updates_from_stack=True)
     with pytest.raises(StackContractError, match=_message(name)):
       checked.update(halved, checked.init(halved), loss_grads=loss_grads(rows))
+
+
+def test_check_updates_is_passed_only_to_methods_that_declare_it():
+  from mmreg.train.methods import METHODS, register_method
+
+  seen = {}
+
+  def build(param_labels, modalities, **options):
+    seen.update(options)
+    return optax.identity()
+
+  register_method("_weights_only", build, takes_loss_weights=True)
+  try:
+    build_method("_weights_only", {}, ("a",), {}, loss_weights={"fused": 1.0},
+                 updates_from_stack=True)
+  finally:
+    del METHODS["_weights_only"]
+  assert seen == {"loss_weights": {"fused": 1.0}}

@@ -51,7 +51,8 @@ class Method:
   (`mmreg.train.loss_methods`). `needs`: from the options, the `MethodNeeds` the loop applies
   (model config, loss spec, stack). `takes_loss_weights`: the builder takes the run's loss
   weights as the `loss_weights` option (the stack methods, whose incoming update must be
-  Σ_k w_k ∇L_k)."""
+  Σ_k w_k ∇L_k). `checks_updates`: the builder takes `check_updates` (a run-time check that the
+  incoming updates are that sum), turned off by `build_method(..., updates_from_stack=True)`."""
 
   build: Builder
   needs_loss_grads: bool = False
@@ -61,6 +62,7 @@ class Method:
   loss_method: LossMethodBuilder | None = None
   needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None
   takes_loss_weights: bool = False
+  checks_updates: bool = False
 
 
 def _joint(param_labels: Any, modalities: tuple[str, ...]) -> optax.GradientTransformation:
@@ -77,10 +79,11 @@ def register_method(name: str, build: Builder, *, needs_loss_grads: bool = False
                     needs_total_epochs: bool = False,
                     loss_method: LossMethodBuilder | None = None,
                     needs: Callable[[Mapping[str, Any]], MethodNeeds] | None = None,
-                    takes_loss_weights: bool = False) -> None:
+                    takes_loss_weights: bool = False, checks_updates: bool = False) -> None:
   loss_grads_mask({}, loss_grads_over)  # validates the scope
   METHODS[name] = Method(build, needs_loss_grads, post_update, loss_grads_over,
-                         needs_total_epochs, loss_method, needs, takes_loss_weights)
+                         needs_total_epochs, loss_method, needs, takes_loss_weights,
+                         checks_updates)
 
 
 def loss_grads_mask(param_labels: Any, over: str | Sequence[str]) -> Any:
@@ -122,7 +125,7 @@ def build_method(name: str, param_labels: Any, modalities: tuple[str, ...],
   options = dict(options or {})
   if method.takes_loss_weights and loss_weights is not None:
     options.setdefault("loss_weights", dict(loss_weights))
-  if method.takes_loss_weights and updates_from_stack:
+  if method.checks_updates and updates_from_stack:
     options.setdefault("check_updates", False)
   if method.needs_total_epochs and "total_epochs" not in options:
     if total_epochs is None:

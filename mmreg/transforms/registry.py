@@ -83,10 +83,14 @@ register_method("redreg", _with_modalities(redreg), needs_total_epochs=True)
 register_method("redreg_subspace", _redreg_subspace, needs_loss_grads=True,
                 loss_grads_over="encoders", needs_total_epochs=True)
 register_method("mmpareto", _with_modalities(mmpareto), needs_loss_grads=True,
-                loss_grads_over="encoders", takes_loss_weights=True)
-register_method("dgl", _with_modalities(dgl), needs_loss_grads=True, takes_loss_weights=True)
-register_method("pcgrad", _on_stack(pcgrad), needs_loss_grads=True, takes_loss_weights=True)
-register_method("mgda", _on_stack(mgda), needs_loss_grads=True, takes_loss_weights=True)
+                loss_grads_over="encoders", takes_loss_weights=True,
+                checks_updates=True)
+register_method("dgl", _with_modalities(dgl), needs_loss_grads=True, takes_loss_weights=True,
+                checks_updates=True)
+register_method("pcgrad", _on_stack(pcgrad), needs_loss_grads=True, takes_loss_weights=True,
+                checks_updates=True)
+register_method("mgda", _on_stack(mgda), needs_loss_grads=True, takes_loss_weights=True,
+                checks_updates=True)
 register_method("spa_proj", _spa_proj)
 register_method("spa_reg", _on_stack(spa_reg))
 register_method("spa_slerp", _spa_slerp, post_update=_spa_slerp_post)
