@@ -129,7 +129,7 @@ def test_distillation_teaches_the_student_not_the_teacher_head():
   def distill(p):
     return spec.terms["distill"](nnx.merge(graphdef, p, rest)(batch), batch)
 
-  grads = nnx.to_pure_dict(jax.grad(distill)(params))
+  grads = nnx.to_pure_dict(jax.jit(jax.grad(distill))(params))
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["aux_heads"]["b"]))
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["encoders"]["a"]))
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["shared"]["imputers"]))
@@ -157,11 +157,15 @@ def test_recipe_in_a_user_optax_loop():
   def loss_fn(m):
     return spec.total(spec(m(batch), batch))
 
-  before = float(loss_fn(model))
+  @nnx.jit  # as a user's loop would: one compilation, not one per operation
+  def train_step(m, opt):
+    opt.update(m, nnx.grad(loss_fn)(m))
+
+  loss = nnx.jit(loss_fn)
+  before = float(loss(model))
   for _ in range(5):
-    grads = nnx.grad(loss_fn)(model)
-    optimizer.update(model, grads)
-  assert float(loss_fn(model)) < before
+    train_step(model, optimizer)
+  assert float(loss(model)) < before
 
 
 def test_recipe_from_the_training_loop(tmp_path):

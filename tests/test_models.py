@@ -100,7 +100,8 @@ def test_conv_encoders_and_auto_factory(rng):
                       {"spec": (16, 3), "img": (8, 8, 3)}, 4, seed=0)
   assert isinstance(model.encoders["spec"], Conv1DEncoder)
   assert isinstance(model.encoders["img"], Conv2DEncoder)
-  out = model({"spec": jnp.ones((2, 16, 3)), "img": jnp.ones((2, 8, 8, 3))})
+  out = nnx.jit(lambda m, b: m(b))(model, {"spec": jnp.ones((2, 16, 3)),
+                                           "img": jnp.ones((2, 8, 8, 3))})
   assert out.logits.shape == (2, 4)
 
 

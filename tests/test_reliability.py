@@ -20,7 +20,7 @@ from tests.conftest import tiny_config
 
 ROOT = Path(__file__).parent.parent
 FLAGS = ["--config.model.hidden=(16,)", "--config.model.feature_dim=8",
-         "--config.model.latent_dim=4", "--config.train.epochs=3", "--config.train.batch_size=32",
+         "--config.model.latent_dim=4", "--config.train.epochs=2", "--config.train.batch_size=32",
          "--config.train.checkpoint_every_steps=10", "--config.train.log_every=1",
          "--config.optim.learning_rate=0.05"]
 

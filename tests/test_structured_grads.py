@@ -29,9 +29,8 @@ def _batch(shapes, batch=6, seed=0, missing=True):
   return out
 
 
-def _check_equal(model, batch, mask=None, pullbacks="auto", spec=None):
-  """Structured stack == per_loss_grads (or per_loss_grads_over) within 1e-5; every row the
-  mask calls zero is exactly zero in the reference."""
+def _reference(model, batch, mask=None, spec=None):
+  """(losses, total gradient, stack) from per_loss_grads (or per_loss_grads_over with a mask)."""
   graphdef, params, rest = split_model(model)
   spec = spec or mmreg.classification_losses(model.modalities, unimodal_weight=0.5)
 
@@ -40,10 +39,19 @@ def _check_equal(model, batch, mask=None, pullbacks="auto", spec=None):
 
   if mask is None:
     ref_losses, ref, _ = jax.jit(lambda p: per_loss_grads(loss_fn, p))(params)
-    ref_total = ref.weighted_sum(spec.weights)
-  else:
-    ref_losses, ref_total, ref, _ = jax.jit(
-        lambda p: per_loss_grads_over(loss_fn, p, mask, spec.weights))(params)
+    return ref_losses, ref.weighted_sum(spec.weights), ref
+  ref_losses, ref_total, ref, _ = jax.jit(
+      lambda p: per_loss_grads_over(loss_fn, p, mask, spec.weights))(params)
+  return ref_losses, ref_total, ref
+
+
+def _check_equal(model, batch, mask=None, pullbacks="auto", spec=None, reference=None):
+  """Structured stack == per_loss_grads (or per_loss_grads_over) within 1e-5; every row the
+  mask calls zero is exactly zero in the reference. `reference`: `_reference(model, batch,
+  mask, spec)` computed once for several calls."""
+  graphdef, params, rest = split_model(model)
+  spec = spec or mmreg.classification_losses(model.modalities, unimodal_weight=0.5)
+  ref_losses, ref_total, ref = reference or _reference(model, batch, mask, spec)
   losses, total, lg, _ = jax.jit(lambda p: structured_loss_grads(
       graphdef, spec, p, rest, batch, mask=mask, pullbacks=pullbacks))(params)
   assert lg.names == ref.names and set(losses) == set(ref_losses)
@@ -82,13 +90,14 @@ def test_equals_vmapped_vjp_with_separate_and_vmapped_pullbacks_and_masks():
                                feature_dim=6, fusion="gated")
   batch = _batch(shapes, missing=False)
   labels = mmreg.param_labels(model)
+  reference = _reference(model, batch)  # the same program for both pullbacks
   for pullbacks in ("separate", "vmap"):
-    _check_equal(model, batch, pullbacks=pullbacks)
+    _check_equal(model, batch, pullbacks=pullbacks, reference=reference)
   for scope in ("encoders", "fusion_head"):
     lg = _check_equal(model, batch, mask=loss_grads_mask(labels, scope))
     assert lg.covered is not None
   with pytest.raises(ValueError, match="pullbacks='both'"):
-    _check_equal(model, batch, pullbacks="both")
+    _check_equal(model, batch, pullbacks="both", reference=reference)
 
 
 def test_equals_vmapped_vjp_with_conv_and_resnet_encoders():
@@ -116,7 +125,7 @@ def test_encoder_rows_match_numpy_backprop():
   graphdef, params, rest = split_model(model)
   spec = mmreg.classification_losses(model.modalities)
   batch = _batch(shapes, missing=False)
-  _, _, lg, _ = structured_loss_grads(graphdef, spec, params, rest, batch)
+  _, _, lg, _ = jax.jit(lambda p: structured_loss_grads(graphdef, spec, p, rest, batch))(params)
   P = jax.tree.map(np.asarray, params)
   x, y = {m: np.asarray(batch[m], np.float64) for m in shapes}, np.asarray(batch["label"])
   enc = {m: P["encoders"][m]["layers"] for m in shapes}

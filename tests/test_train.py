@@ -117,15 +117,21 @@ def test_demo_command_writes_results_and_plots(tmp_path):
   assert "wall time" in out.stdout
 
 
+@pytest.fixture(scope="module")
+def joint_two_epochs(tmp_path_factory):
+  """Plain joint training with tiny_config(epochs=2): the reference the methods must leave."""
+  return train_and_evaluate(tiny_config(epochs=2), tmp_path_factory.mktemp("joint") / "run",
+                            progress=False)
+
+
 @pytest.mark.parametrize("method", ["spa_proj", "spa_slerp"])
-def test_space_alignment_methods_run_in_the_loop(method, tmp_path):
+def test_space_alignment_methods_run_in_the_loop(method, tmp_path, joint_two_epochs):
   cfg = tiny_config(epochs=2)
   cfg.method.name = method
   results = train_and_evaluate(cfg, tmp_path / method, progress=False)
   assert results["test"]["accuracy"] > 0.5
-  joint = train_and_evaluate(tiny_config(epochs=2), tmp_path / "joint", progress=False)
   kernel = results["state"].params["head"]["kernel"]
-  assert not np.allclose(kernel, joint["state"].params["head"]["kernel"])
+  assert not np.allclose(kernel, joint_two_epochs["state"].params["head"]["kernel"])
 
 
 @pytest.mark.parametrize("method", ["redreg", "mmpareto"])
@@ -140,14 +146,19 @@ def test_balancing_methods_run_in_the_loop(method, tmp_path):
     assert {"diag/beta", "diag/gate", "diag/r"} <= set(log[0])
 
 
-def test_train_command_takes_method_and_data_options_as_json(tmp_path):
-  cmd = [sys.executable, "-m", "experiments.train", "--config.method.name=ogm_ge",
-         "--method_options={\"alpha\": 0.5}", "--data_options={\"views\": [\"mor\", \"kar\"]}",
-         "--config.train.epochs=1", "--config.model.hidden=(16,)", f"--workdir={tmp_path / 'r'}"]
-  subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).parent.parent)
+def test_train_command_takes_method_and_data_options_as_json(tmp_path, monkeypatch, capsys):
+  from experiments import train  # the command's own entry point, in this process
+
+  argv = ["mmreg-train", "--config.method.name=ogm_ge", "--method_options={\"alpha\": 0.5}",
+          "--data_options={\"views\": [\"mor\", \"kar\"]}", "--config.train.epochs=1",
+          "--config.model.hidden=(16,)", f"--workdir={tmp_path / 'r'}"]
+  monkeypatch.setattr(sys, "argv", argv)
+  train.cli()
   saved = json.loads((tmp_path / "r" / "config.json").read_text())
   assert saved["method"]["options"] == {"alpha": 0.5}
   assert saved["data"]["options"]["views"] == ["mor", "kar"]
-  bad = subprocess.run([*cmd[:3], "--method_options=[1]", f"--workdir={tmp_path / 'b'}"],
-                       capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-  assert bad.returncode != 0 and "must be a JSON object" in bad.stderr
+  capsys.readouterr()
+  monkeypatch.setattr(sys, "argv", [argv[0], "--method_options=[1]", f"--workdir={tmp_path / 'b'}"])
+  with pytest.raises(SystemExit) as bad:
+    train.cli()
+  assert bad.value.code != 0 and "must be a JSON object" in capsys.readouterr().err
