@@ -24,8 +24,13 @@ trigger is on at almost every step and only the gate switches RedReg; `trigger="
 (mmreg's) compares r_dom with mean(r) + z·std(r) over the run instead. `gate="shuffled"`
 (mmreg's) gates on the paired cosine in excess of the cosine of unpaired (shuffled) samples.
 
-When the applied strength β·gate·trigger is 0 the projection is skipped (`lax.switch`); the
-update is then exactly the incoming gradient, as the formula gives for finite inputs.
+The projection is computed as coefficients: d_⊥ = d − Σ_b c_b·v_b (v_b = g per tensor, or the
+other losses' gradients), the scalars c_b from reductions under `lax.switch` on the dominant
+modality, which skips them when the applied strength β·gate·trigger is 0; the update is then
+formed in one elementwise pass over the encoders' tensors, in place of the gradient, and is
+exactly the incoming gradient where the strength is 0. The anchor is reset by a select, in
+place. Neither stores a copy of a parameter-sized tensor (except the subspace variant when more
+than one other loss reaches the encoder: Gram–Schmidt keeps its residuals).
 
 For M > 2 modalities: the dominant modality is the strictly most confident one, the weak one
 the least confident, and the gate averages the cosine over all modality pairs (mmreg's).
