@@ -368,7 +368,7 @@ def _toggling_inputs(rng, steps=4):
 
 @pytest.mark.parametrize("variant", ["authors", "subspace"])
 def test_skipping_the_projection_changes_nothing(rng, variant):
-  """The update branches on the dominant modality and skips all projection work when the
+  """The projection's reductions branch on the dominant modality and are skipped when the
   applied strength is 0 (`lax.switch`). Under `jax.vmap` (two copies of every input, so the
   branch index is batched) the switch becomes a select that evaluates every branch, i.e. the
   computation without the skip: where the skip is taken the results are bitwise equal."""

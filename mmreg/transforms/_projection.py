@@ -1,6 +1,6 @@
 """Projections as coefficients: d_⊥ = d − Σ_b α_b·(v_b/s_b), the scalars α_b and 1/s_b computed
-from reductions, so a caller forms d_⊥ in one elementwise pass where it needs it (no copy of d,
-of a scaled v_b or of a basis vector is stored)."""
+from reductions, so a caller forms d_⊥ in one elementwise pass where it needs it (with one
+direction, no copy of d, of a scaled v_b or of a basis vector is stored)."""
 
 from __future__ import annotations
 
