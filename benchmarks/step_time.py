@@ -8,7 +8,9 @@ random order, so a slow spell of the machine hits every row alike. Each ratio is
 round (method ÷ joint, or PyTorch ÷ mmreg, in the same round) and reported as the median and
 interquartile range over rounds. Beside each time ratio: the ratio of XLA's FLOP count
 (`cost_analysis`) and the compiled step's peak memory (`memory_analysis`: arguments + outputs +
-temporaries − donated aliases), so the distance to the FLOP floor is visible.
+temporaries − donated aliases), so the distance to the FLOP floor is visible. XLA counts a
+`lax.cond` at its costliest branch: a RedReg row that probes every k > 1 steps also reports a
+step without the probe (FLOP x, mem x) and the mean FLOP x over the k steps.
 
 `stack` is joint training that also computes the per-loss gradient stack over all parameters
 (what a stack method pays before its own work); `stack_vmap` the same with the stack as one
@@ -127,8 +129,9 @@ def mmreg_steps(shape: Shape, methods: list[str], loss_grads_impl: str
   spec = mmreg.classification_losses(model.modalities)
   data = jax.device_put(make_batch(shape))
   runners, compiled = {}, {}
-  for row in methods:
-    method_name, options = METHODS[row]
+
+  def compile_row(row: str, options: dict[str, Any]):
+    method_name = METHODS[row][0]
     method = get_method(method_name)
     tx = optax.chain(build_method(method_name, labels, model.modalities, options,
                                   updates_from_stack=True),
@@ -143,10 +146,19 @@ def mmreg_steps(shape: Shape, methods: list[str], loss_grads_impl: str
     cost = exe.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     mem = exe.memory_analysis()
-    compiled[row] = {
+    return state, exe, {
         "flops": float(cost.get("flops", math.nan)),
         "peak_bytes": float(mem.argument_size_in_bytes + mem.output_size_in_bytes
                             + mem.temp_size_in_bytes - mem.alias_size_in_bytes)}
+
+  for row in methods:
+    options = METHODS[row][1]
+    state, exe, compiled[row] = compile_row(row, options)
+    if options.get("probe_every", 0) > 1:  # XLA counts the probe's lax.cond branch every step
+      without = compile_row(row, {**options, "probe_every": 0})[2]
+      compiled[row].update(flops_without_probe=without["flops"],
+                           peak_bytes_without_probe=without["peak_bytes"],
+                           probe_every=options["probe_every"])
     holder = {"state": state}
 
     def run(n, exe=exe, holder=holder):
@@ -371,13 +383,27 @@ def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
   return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
 
 
+def probe_flops(compiled: dict[str, float], joint: dict[str, float]) -> dict[str, float]:
+  """For a RedReg row that probes every k > 1 steps: XLA's cost analysis counts a `lax.cond`
+  at its costliest branch, so `flops_x_joint` is a probed step's; beside it, a step without
+  the probe (the same step compiled with probe_every=0: FLOPs and peak memory) and the mean
+  FLOPs over the k steps."""
+  if "flops_without_probe" not in compiled:
+    return {}
+  k, between = compiled["probe_every"], compiled["flops_without_probe"]
+  return {"flops_x_joint_without_probe": between / joint["flops"],
+          "flops_x_joint_mean": ((k - 1) * between + compiled["flops"]) / k / joint["flops"],
+          "peak_x_joint_without_probe": compiled["peak_bytes_without_probe"] / joint["peak_bytes"]}
+
+
 def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_torch: bool
               ) -> dict[str, Any]:
   runners, compiled = mmreg_steps(shape, methods, args.loss_grads_impl)
   if args.rounds == 0:  # compile only: the load-independent columns
     rows = {name: {"flops_x_joint": compiled[name]["flops"] / compiled["joint"]["flops"],
                    "peak_mib": compiled[name]["peak_bytes"] / 2**20,
-                   "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"]}
+                   "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"],
+                   **probe_flops(compiled[name], compiled["joint"])}
             for name in methods}
     return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
   runners = {f"mmreg/{k}": v for k, v in runners.items()}
@@ -392,7 +418,8 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
     row = {"ms": 1e3 * statistics.median(t), "x_joint": ratio_stats(t, joint),
            "flops_x_joint": compiled[name]["flops"] / compiled["joint"]["flops"],
            "peak_mib": compiled[name]["peak_bytes"] / 2**20,
-           "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"]}
+           "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"],
+           **probe_flops(compiled[name], compiled["joint"])}
     if name in torch_rows:
       tt = times[f"torch/{name}"]
       row["torch_ms"] = 1e3 * statistics.median(tt)
@@ -414,6 +441,12 @@ def print_shape(result: dict[str, Any]) -> None:
       t = r["torch_over_mmreg"]
       line += f"{r['torch_ms']:>10.3f}{t['median']:>8.2f} [{t['q1']:.2f}, {t['q3']:.2f}]"
     print(line)
+  for name, r in result["rows"].items():
+    if "flops_x_joint_mean" in r:
+      print(f"  {name}: FLOP x {r['flops_x_joint']:.2f} is a probed step (lax.cond counted at its "
+            f"costliest branch); without the probe {r['flops_x_joint_without_probe']:.2f}, "
+            f"mean over the probe period {r['flops_x_joint_mean']:.2f}; mem x without the probe "
+            f"{r['peak_x_joint_without_probe']:.2f}")
 
 
 def shapes_of(args: argparse.Namespace) -> list[Shape]:

@@ -30,3 +30,19 @@ def test_step_time_compile_only_reports_flops_and_memory_without_timing(tmp_path
   assert rows["joint"]["peak_x_joint"] == 1.0 and rows["pcgrad"]["flops_x_joint"] > 1.0
   assert all("x_joint" not in r and "torch_ms" not in r and r["peak_mib"] > 0
              for r in rows.values())
+
+
+def test_redreg_probe_rows_report_the_step_without_the_probe_and_the_mean(tmp_path):
+  """XLA counts a lax.cond at its costliest branch, so the row's FLOP figure is a probed step;
+  a row that probes every 10 steps also reports a step without the probe (FLOPs, memory)
+  and the mean FLOPs."""
+  out = tmp_path / "redreg.json"
+  main(["--tiny", "--rounds", "0", "--methods", "redreg,redreg_probe10", "--json", str(out)])
+  rows = json.loads(out.read_text())["shapes"][0]["rows"]
+  every, tenth = rows["redreg"], rows["redreg_probe10"]
+  assert "flops_x_joint_mean" not in every  # it probes every step: its figure is the mean
+  assert math.isclose(tenth["flops_x_joint"], every["flops_x_joint"], rel_tol=1e-3)
+  between, probed = tenth["flops_x_joint_without_probe"], tenth["flops_x_joint"]
+  assert 1.0 < between < probed
+  assert math.isclose(tenth["flops_x_joint_mean"], (9 * between + probed) / 10, rel_tol=1e-9)
+  assert 0 < tenth["peak_x_joint_without_probe"] <= tenth["peak_x_joint"]

@@ -264,6 +264,31 @@ def test_subspace_variant_removes_the_other_losses_span(rng, kind):
   np.testing.assert_array_equal(block(out, "b"), block(g, "b"))
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e30, 1e-30])
+def test_subspace_variant_reads_only_the_rows_the_stack_marks_nonzero(rng, scale):
+  """With the structured stack's row masks (a unimodal loss never reaches the other encoder)
+  only the fused loss's gradient spans the subspace on an encoder: one direction, whose
+  coefficient comes from reductions alone; a leaf whose fused row is marked zero counts as 0."""
+  g, p0, p1 = tree(rng), tree(rng), tree(rng)
+  fused = jax.tree.map(lambda x: scale * x, tree(rng))
+  fused["encoders"]["a"]["b"] = jnp.zeros_like(fused["encoders"]["a"]["b"])
+  rows = {"fused": fused, "a": tree(rng), "b": tree(rng)}
+  rows["a"]["encoders"]["b"] = jax.tree.map(jnp.zeros_like, rows["a"]["encoders"]["b"])
+  rows["b"]["encoders"]["a"] = jax.tree.map(jnp.zeros_like, rows["b"]["encoders"]["a"])
+  marks = {"a": (True, True, False), "b": (True, False, True)}
+  paths = [tuple(k.key for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(g)[0]]
+  nonzero = tuple((False, True, False) if path == ("encoders", "a", "b")
+                  else marks.get(path[1], (True, True, True)) for path in paths)
+  dense = loss_grads(rows)
+  stack = mmreg.LossGrads(grads=dense.grads, names=dense.names, nonzero=nonzero)
+  out, _ = _two_steps({"variant": "subspace"}, g, p0, p1, [0.9, 0.6], stack=stack)
+  beta = np.exp(0.9 * np.tanh(0.3))
+  d = block(p1, "a") - block(p0, "a")
+  perp = _np_perp(d, [block(fused, "a")])
+  np.testing.assert_allclose(block(out, "a"), block(g, "a") + beta * perp, rtol=2e-4, atol=2e-5)
+  np.testing.assert_array_equal(block(out, "b"), block(g, "b"))
+
+
 def _probe_run(tx, reds, p, conf=(0.8, 0.6)):
   """Steps with constant confidences and probe redundancies `reds` (one per step)."""
   rng = np.random.default_rng(1)
@@ -343,7 +368,7 @@ def _toggling_inputs(rng, steps=4):
 
 @pytest.mark.parametrize("variant", ["authors", "subspace"])
 def test_skipping_the_projection_changes_nothing(rng, variant):
-  """The update branches on the dominant modality and skips all projection work when the
+  """The projection's reductions branch on the dominant modality and are skipped when the
   applied strength is 0 (`lax.switch`). Under `jax.vmap` (two copies of every input, so the
   branch index is batched) the switch becomes a select that evaluates every branch, i.e. the
   computation without the skip: where the skip is taken the results are bitwise equal."""

@@ -24,8 +24,13 @@ trigger is on at almost every step and only the gate switches RedReg; `trigger="
 (mmreg's) compares r_dom with mean(r) + z·std(r) over the run instead. `gate="shuffled"`
 (mmreg's) gates on the paired cosine in excess of the cosine of unpaired (shuffled) samples.
 
-When the applied strength β·gate·trigger is 0 the projection is skipped (`lax.switch`); the
-update is then exactly the incoming gradient, as the formula gives for finite inputs.
+The projection is computed as coefficients: d_⊥ = d − Σ_b c_b·v_b (v_b = g per tensor, or the
+other losses' gradients), the scalars c_b from reductions under `lax.switch` on the dominant
+modality, which skips them when the applied strength β·gate·trigger is 0; the update is then
+formed in one elementwise pass over the encoders' tensors, in place of the gradient, and is
+exactly the incoming gradient where the strength is 0. The anchor is reset by a select, in
+place. Neither stores a copy of a parameter-sized tensor (except the subspace variant when more
+than one other loss reaches the encoder: Gram–Schmidt keeps its residuals).
 
 For M > 2 modalities: the dominant modality is the strictly most confident one, the weak one
 the least confident, and the gate averages the cosine over all modality pairs (mmreg's).
@@ -69,7 +74,7 @@ from mmreg.transforms._common import (
   resolve_labels,
   unflatten_like,
 )
-from mmreg.transforms._projection import remove_direction, remove_span
+from mmreg.transforms._projection import direction_coefficient, span_coefficients
 
 VARIANTS = ("authors", "subspace")
 TRIGGERS = ("fixed", "calibrated")
@@ -178,8 +183,8 @@ def redreg(param_labels: Any, *, total_epochs: int, variant: str = "authors",
       check_loss_stack(loss_grads, [fused_loss, *unimodal.values()], "redreg")
 
     new_epoch = epoch != state.anchor_epoch
-    anchor = jax.lax.cond(new_epoch, lambda: jax.tree.map(jnp.copy, params),
-                          lambda: state.anchor)
+    # A select, not lax.cond: it writes in place of the (donated) anchor, never beside it.
+    anchor = jax.tree.map(lambda p, a: jnp.where(new_epoch, p, a), params, state.anchor)
     rpm = state.rpm
     if rpm_reset_each_epoch:
       rpm = jax.tree.map(lambda f, s: jnp.where(new_epoch, f, s), rpm_init(M, window), rpm)
@@ -239,30 +244,62 @@ def redreg(param_labels: Any, *, total_epochs: int, variant: str = "authors",
     strength = beta * gate_value * fired.astype(jnp.float32)
 
     flat_g, flat_p, flat_a = leaves(updates), leaves(params), leaves(anchor)
-    grad_leaves = leaves(loss_grads.grads) if subspace else None
+    groups = {m: [j for j, lab in enumerate(labels) if lab == m] for m in mods}
 
-    def regulate(i: int, m: str):
-      idx = [j for j, lab in enumerate(labels) if lab == m]
+    def d(j: int) -> jax.Array:  # θ − θ^anchor, formed where it is read, never stored
+      return flat_p[j].astype(jnp.float32) - flat_a[j].astype(jnp.float32)
 
-      def branch():
-        d = [flat_p[j] - flat_a[j] for j in idx]
-        if subspace:
-          others = [fused_loss, *(unimodal[o] for o in mods if o != m)]
-          vectors = [[grad_leaves[j][loss_grads.index(n)] for j in idx] for n in others]
-          d_perp = remove_span(d, vectors, projection_tol)
-        else:
-          d_perp = [remove_direction(dj, flat_g[j], eps) for dj, j in zip(d, idx, strict=True)]
-        out = list(flat_g)
-        for j, dp in zip(idx, d_perp, strict=True):
-          out[j] = (flat_g[j] + strength.astype(flat_g[j].dtype) * dp).astype(flat_g[j].dtype)
+    # d_⊥ of leaf j is d_j − Σ_b coef_b·(direction_b·inv_b): per modality the directions are
+    # static, the coefficients come from reductions under lax.switch (skipped when unused).
+    if subspace:
+      grad_leaves, row_masks = leaves(loss_grads.grads), loss_grads.row_masks()
+
+      def directions(m):
+        """Per vector of the other losses that reaches this encoder: its leaves (None where
+        the stack marks the row as zero); all-zero vectors are left out, exactly."""
+        out = []
+        for n in [fused_loss, *(unimodal[o] for o in mods if o != m)]:
+          i = loss_grads.index(n)
+          v = [grad_leaves[j][i] if row_masks[j][i] else None for j in groups[m]]
+          if any(x is not None for x in v):
+            out.append(v)
         return out
 
-      return branch
+      dirs = {m: directions(m) for m in mods}
+      identity = {m: (jnp.zeros((len(dirs[m]),), jnp.float32),
+                      jnp.ones((len(dirs[m]),), jnp.float32)) for m in mods}
+
+      def coefficients(m):
+        if not dirs[m]:
+          return identity[m]
+        return span_coefficients([d(j) for j in groups[m]], dirs[m], projection_tol)
+    else:
+      identity = {m: (jnp.zeros((len(groups[m]),), jnp.float32),
+                      jnp.ones((len(groups[m]),), jnp.float32)) for m in mods}
+
+      def coefficients(m):
+        c, inv = zip(*(direction_coefficient(d(j), flat_g[j], eps) for j in groups[m]),
+                     strict=True)
+        return jnp.stack(c), jnp.stack(inv)
 
     # Branch M leaves the gradient untouched: no dominant modality or zero applied strength.
     which = jnp.where(has_dom & (strength != 0), dom_idx, M)
-    out = jax.lax.switch(which, [*(regulate(i, m) for i, m in enumerate(mods)),
-                                 lambda: list(flat_g)])
+    coef = jax.lax.switch(which, [*(lambda m=m: {**identity, m: coefficients(m)} for m in mods),
+                                  lambda: identity])
+    out = list(flat_g)
+    for i, m in enumerate(mods):
+      k = jnp.where(which == i, strength, 0.0).astype(jnp.float32)
+      c, inv = coef[m]
+      for pos, j in enumerate(groups[m]):
+        if subspace:
+          terms = [(v[pos], c[b], inv[b]) for b, v in enumerate(dirs[m]) if v[pos] is not None]
+        else:
+          terms = [(flat_g[j], c[pos], inv[pos])]
+        d_perp = d(j)
+        for direction, cb, ib in terms:
+          d_perp = d_perp - cb * (direction.astype(jnp.float32) * ib)
+        g = flat_g[j]
+        out[j] = jnp.where(k != 0, (g.astype(jnp.float32) + k * d_perp).astype(g.dtype), g)
 
     diagnostics = {"dominant": dom.dominant.astype(jnp.float32), "r": signal.score,
                    "r_threshold": r_threshold.astype(jnp.float32),
