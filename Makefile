@@ -22,7 +22,7 @@ demo: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --durations=15 $(ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15 $(ARGS)
 
 test-py312:
 	@if $(PYTHON312) -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))" 2>/dev/null; then \

@@ -364,7 +364,9 @@ def test_balance_experiment_runs_on_placed_crema_d(crema_dir, crema_built, tmp_p
   results = balance.main([
       "--dataset", "crema_d", "--data_dir", str(data_dir), "--manual_dir", str(crema_dir),
       "--av_config", json.dumps(TINY), "--methods", "joint,ogm_ge", "--seeds", "2",
-      "--epochs", "1", "--batch_size", "3", "--val_fraction", "0.5", "--workdir", str(tmp_path)])
+      "--tune_seeds", "1", "--max_epochs", "1", "--patience", "1", "--learning_rates",
+      "0.01,0.02", "--method_learning_rates", "0.01", "--nounimodal", "--batch_size", "3",
+      "--val_fraction", "0.5", "--workdir", str(tmp_path)])
   assert set(results["datasets"]["crema_d"]) >= {"joint", "ogm_ge"}
   assert (tmp_path / "results.json").exists()
   with pytest.raises(ValueError, match="pass --data_dir"):

@@ -89,7 +89,7 @@ def test_config_names_resolve_to_the_shipped_configs(tmp_path, monkeypatch):
 def test_parse_starts_from_the_defaults_each_time():
   from experiments import balance
 
-  assert balance.parse_args(["--epochs=3", "--dataset=competition:3"]).epochs == 3
+  assert balance.parse_args(["--max_epochs=3", "--dataset=competition:3"]).max_epochs == 3
   args = balance.parse_args([])
-  assert args.epochs == 6 and args.datasets == list(balance.DEFAULT_DATASETS)
-  assert args.seeds == [0, 1, 2, 3, 4] and args.workdir == "runs/balance"
+  assert args.max_epochs == 30 and args.datasets == list(balance.DEFAULT_DATASETS)
+  assert args.seeds == tuple(range(10)) and args.workdir == "runs/balance"

@@ -118,3 +118,29 @@ def test_linear_probe_matches_numpy_logistic_regression():
   both = linear_probe_accuracy(np.stack([x_train, noise]), y_train,
                                np.stack([x_test, rng.normal(size=(200, 5))]), y_test, 3)
   assert both.shape == (2,) and both[0] == pytest.approx(float(got)) and both[1] < 0.5
+
+
+class _Streamed:
+  """A split without `as_batch`: rows are read batch by batch, like `SourceDataset`."""
+
+  def __init__(self, data):
+    self._data = data
+
+  def __len__(self):
+    return len(self._data)
+
+  def batches(self, indices):
+    return self._data.batches(indices)
+
+
+def test_streamed_split_trains_like_the_split_in_memory():
+  splits, build, method, spec = _setup()
+  kwargs = dict(learning_rates=(0.05,), seeds=(3, 11), batch_size=BATCH, max_epochs=2,
+                patience=2, with_loss_grads=True)
+  in_memory = train_runs(build, spec, method, splits, **kwargs)
+  streamed = train_runs(build, spec, method,
+                        Splits(_Streamed(splits.train), splits.val, splits.test), **kwargs)
+  np.testing.assert_array_equal(streamed.best_epoch, in_memory.best_epoch)
+  for a, b in zip(jax.tree.leaves(in_memory.params), jax.tree.leaves(streamed.params),
+                  strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-6)

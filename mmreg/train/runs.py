@@ -3,7 +3,8 @@
 The library's multi-run loop. Run r has its own learning rate, seed (initial parameters, PRNG
 key, data order), optimizer state and method state; all runs advance through one jitted
 `lax.scan` over an epoch of `make_train_step` steps vmapped over the runs, each run reading its
-batches by index from one copy of the training arrays on the device. A run's learning rate
+batches by index from one copy of the training arrays on the device (a streamed split is read
+batch by batch instead, one vmapped step at a time). A run's learning rate
 lives in its optimizer state (`optax.inject_hyperparams`), so one program serves the whole
 grid. Runs train until none has improved its validation accuracy for `patience` epochs (or
 `max_epochs`); each keeps the parameters of its best validation epoch. The test split is not
@@ -125,7 +126,10 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     return jax.lax.scan(body, states, indices)
 
   run_epoch = jax.jit(epoch_fn, donate_argnums=0)
-  arrays = jax.device_put(train.as_batch())
+  run_step = jax.jit(jax.vmap(step), donate_argnums=0)
+  # A split held in memory goes to the device once; a streamed one (`SourceDataset`) is read
+  # batch by batch.
+  arrays = jax.device_put(train.as_batch()) if hasattr(train, "as_batch") else None
   accuracy = _accuracy_fn(graphdef, val, eval_batch_size)
   select = jax.jit(_where_runs)
   encoder_step = jax.jit(lambda after, before: _encoder_step(labels, after, before))
@@ -158,7 +162,15 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     indices = np.stack([np.stack(list(batch_indices(len(train), batch_size, seed=seed,
                                                     epoch=epoch)))
                         for _, seed in runs], axis=1)
-    states, losses = run_epoch(states, indices, arrays)
+    if arrays is not None:
+      states, losses = run_epoch(states, indices, arrays)
+    else:
+      losses = []
+      for index in indices:
+        batch = jax.tree.map(lambda *xs: np.stack(xs), *train.batches(index))
+        states, metrics = run_step(states, batch)
+        losses.append(metrics["loss/total"])
+      losses = np.stack(losses)
     diverged |= ~np.all(np.isfinite(np.asarray(losses)), axis=0)
     if epoch == 0:
       first_step = np.asarray(encoder_step(states.params, initial))
