@@ -119,12 +119,14 @@ def updates_tolerance(arrays: Sequence[jax.Array]) -> float:
 
 
 def updates_mismatch(updates: Any, loss_grads: Any, w: jax.Array,
-                     recomputed: Sequence[bool] | None = None) -> tuple[jax.Array, float]:
+                     recomputed: Sequence[bool] | None = None,
+                     rows: Sequence[Any] | None = None) -> tuple[jax.Array, float]:
   """(‖u − Σ_k w_k ∇L_k‖ / max(‖u‖, ‖Σ_k w_k ∇L_k‖), tolerance) over the leaves a method
   recomputes from the stack (`recomputed`, one bool per leaf; default every covered leaf);
   0 when both are 0, NaN for non-finite inputs. Computed on values divided by one power of two,
-  so it is finite for any finite gradients; the weighted sums read row slices of the stack."""
-  rows = stack_rows(loss_grads, loss_grads.names)
+  so it is finite for any finite gradients; the weighted sums read row slices of the stack.
+  `rows`: the stack's `stack_rows`, where the caller has them already."""
+  rows = stack_rows(loss_grads, loss_grads.names) if rows is None else rows
   masks = loss_grads.row_masks()
   flat = jax.tree.leaves(updates)
   recomputed = recomputed if recomputed is not None else [True] * len(flat)
@@ -170,8 +172,9 @@ def check_stack_updates(updates: Any, loss_grads: Any, w: jax.Array, method: str
   some element mismatches. `checkify` was not chosen: it would need every caller to wrap its
   step in `checkify.checkify`. Non-finite inputs (NaN difference) are left to the caller's
   non-finite handling (`optax.apply_if_finite`, the training loop's checks)."""
-  check_rows_match(updates, stack_rows(loss_grads, loss_grads.names), method)
-  rel, tolerance = updates_mismatch(updates, loss_grads, w, recomputed)
+  rows = stack_rows(loss_grads, loss_grads.names)
+  check_rows_match(updates, rows, method)
+  rel, tolerance = updates_mismatch(updates, loss_grads, w, recomputed, rows)
 
   def fail(value: Any) -> None:
     value = np.asarray(value)
