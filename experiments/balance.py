@@ -365,12 +365,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+  """Top row: test accuracy per method (mean ± 95% CI, no whisker above 100%); bottom row:
+  the paired difference to joint+heads (mean ± 95% CI; filled: Holm-adjusted decision)."""
   import matplotlib.pyplot as plt
 
   datasets = list(results["datasets"])
-  fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 5.5), dpi=100,
+  fig, axes = plt.subplots(2, len(datasets), figsize=(4.2 * len(datasets), 10), dpi=100,
                            squeeze=False)
-  for ax, ds in zip(axes[0], datasets, strict=True):
+  for column, ds in enumerate(datasets):
     per = results["datasets"][ds]
     names = list(per)[::-1]
     means = np.array([100 * per[n]["accuracy"]["mean"] for n in names])
@@ -378,11 +380,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     upper = np.minimum(means + half, 100) - means  # no whisker above 100%
     colors = ["tab:gray" if n.startswith(("unimodal", "control")) else
               "tab:orange" if n in BASELINES else "tab:blue" for n in names]
+    ax = axes[0, column]
     for y, (mean, lo, hi, color) in enumerate(zip(means, half, upper, colors, strict=True)):
       ax.errorbar(mean, y, xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
     ax.set_yticks(np.arange(len(names)), names, fontsize=8)
     ax.set_xlabel("test accuracy (%), mean ± 95% CI")
     ax.set_title(ds, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax = axes[1, column]
+    compared = [n for n in names if "joint+heads" in per[n].get("delta", {})]
+    for y, n in enumerate(compared):
+      d = per[n]["delta"]["joint+heads"]
+      ax.errorbar(100 * d["mean"], y, xerr=100 * d["ci95"], capsize=3,
+                  fmt="o", mfc=None if d["significant"] else "w",
+                  color="tab:orange" if n in BASELINES else "tab:blue")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(np.arange(len(compared)), compared, fontsize=8)
+    ax.set_xlabel("Δ accuracy vs joint+heads (points), paired 95% CI")
+    ax.set_title(f"{ds}: filled = Holm-adjusted difference", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path)
