@@ -33,7 +33,8 @@ def test_every_tool_takes_workdir_and_rejects_an_unknown_flag(name, capsys, monk
 
 
 @pytest.mark.parametrize(("name", "argv", "message"), [
-    ("balance", ["--methods=joint,foo"], "--methods takes a comma-separated subset of joint,joint+heads"),
+    ("balance", ["--methods=joint,foo"],
+     "--methods takes a comma-separated subset of joint,joint+heads"),
     ("balance", ["--seeds=1"], "flag --seeds=1: 1 is not integer >= 2"),
     ("balance", ["--av_config={oops"], "--av_config is not valid JSON"),
     ("longtail", ["--epochs=many"], "invalid literal for int()"),
