@@ -297,7 +297,8 @@ def _cast(x: jax.Array) -> np.ndarray:
 def test_every_metric_is_covered():
   tested = {"accuracy", "macro_f1", "confusion_matrix", "precision_recall", "roc_auc_ovr",
             "roc_auc_per_class", "recall_at_k", "mean_average_precision", "ndcg_at_k",
-            "retrieval_metrics", "alignment_statistics", "neural_collapse", "shapley_values"}
+            "retrieval_metrics", "alignment_statistics", "neural_collapse", "shapley_values",
+            "linear_probe_accuracy"}
   helpers = {  # types, accumulators and helpers of the tested metrics
       "ClassStats", "NeuralCollapse", "class_means", "init_class_stats", "update_class_stats",
       "neural_collapse_from_stats", "neural_collapse_batches", "nc4_counts", "modality_subsets",
@@ -377,6 +378,17 @@ def test_alignment_statistics(case, seed):
   assert same["l2_paired"] == 0.0
   if family_name not in ("zero", "tiny"):  # rows shorter than ε = 1e-8 have cos 0 by definition
     np.testing.assert_allclose(same["cos_paired"], 1.0, atol=1e-6)
+
+
+@each_case
+def test_linear_probe_accuracy(case, seed):
+  family_name, dtype = case
+  rng = np.random.default_rng(seed)
+  train, test = (_cast(family(family_name, dtype, rng, 2, 4 * B * D)).reshape(2, 4 * B, D)
+                 for _ in range(2))
+  labels = np.arange(4 * B) % K
+  out = metrics.linear_probe_accuracy(train, labels, test, labels, K, steps=20)
+  assert out.shape == (2,) and np.all(np.isfinite(out)) and np.all((out >= 0) & (out <= 1))
 
 
 @each_case

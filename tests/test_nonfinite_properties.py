@@ -148,6 +148,7 @@ def make_transform(name: str, **options):
       "spa_proj_conflict_only": lambda: mmreg.spa_proj(labels, variant="conflict_only",
                                                         **options),
       "track_class_centres": lambda: mmreg.track_class_centres(labels, **options),
+      "spa_reg": lambda: mmreg.spa_reg(labels, **options),
   }
   return factories[name]()
 
@@ -177,7 +178,7 @@ def jitted_two_steps(name: str, options: tuple = ()):
 
 TRANSFORMS = ["ogm_ge", "inforeg", "agm", "redreg", "redreg_subspace", "mmpareto", "dgl",
               "pcgrad", "mgda", "mgda_ub", "spa_proj", "spa_proj_conflict_only",
-              "track_class_centres"]
+              "track_class_centres", "spa_reg"]
 
 
 def test_every_transform_is_covered():
