@@ -27,7 +27,7 @@ from mmreg.data.dataset import MultimodalDataset, Splits, batch_indices, eval_ba
 from mmreg.losses.spec import LossSpec
 from mmreg.models.labels import ROLE_LABELS, param_labels
 from mmreg.train.loss_methods import EpochContext
-from mmreg.train.seeds import stack_trees, unstack_tree
+from mmreg.train.seeds import stack_states, stack_trees, unstack_tree
 from mmreg.train.step import TrainState, init_train_state, make_predict, make_train_step
 
 PyTree = Any
@@ -64,12 +64,9 @@ def _stacked_states(build_model: Callable[[int], nnx.Module], tx_for: Callable[[
                     runs: Sequence[tuple[float, int]]) -> tuple[nnx.GraphDef, TrainState,
                                                                 nnx.Module]:
   models = {seed: build_model(seed) for _, seed in runs}
-  built = [init_train_state(models[seed], tx_for(lr), seed) for lr, seed in runs]
-  graphdefs, states = zip(*built, strict=True)
-  if any(g != graphdefs[0] for g in graphdefs[1:]):
-    raise ValueError("build_model returned models of different structures for different seeds; "
-                     "the seed may change the initial values only")
-  return graphdefs[0], stack_trees(states), models[runs[0][1]]
+  graphdef, states = stack_states([init_train_state(models[seed], tx_for(lr), seed)
+                                   for lr, seed in runs])
+  return graphdef, states, models[runs[0][1]]
 
 
 def _where_runs(mask: jax.Array, new: PyTree, old: PyTree) -> PyTree:
@@ -167,8 +164,7 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     else:
       losses = []
       for index in indices:
-        batch = jax.tree.map(lambda *xs: np.stack(xs), *train.batches(index))
-        states, metrics = run_step(states, batch)
+        states, metrics = run_step(states, stack_trees(list(train.batches(index))))
         losses.append(metrics["loss/total"])
       losses = np.stack(losses)
     diverged |= ~np.all(np.isfinite(np.asarray(losses)), axis=0)

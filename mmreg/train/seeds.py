@@ -42,7 +42,14 @@ def init_seed_states(build_model: Callable[[int], nnx.Module], tx: optax.Gradien
   seed s's model is `build_model(s)`, its PRNG key `seed=s`, exactly as a run trained alone."""
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"seeds {list(seeds)} must be a non-empty list of distinct integers")
-  graphdefs, states = zip(*(init_train_state(build_model(s), tx, s) for s in seeds), strict=True)
+  return stack_states([init_train_state(build_model(s), tx, s) for s in seeds])
+
+
+def stack_states(built: Sequence[tuple[nnx.GraphDef, TrainState]]
+                 ) -> tuple[nnx.GraphDef, TrainState]:
+  """The shared graph definition and the stacked states of `init_train_state` results; one
+  error line if the models differ in structure."""
+  graphdefs, states = zip(*built, strict=True)
   if any(g != graphdefs[0] for g in graphdefs[1:]):
     raise ValueError("build_model returned models of different structures for different seeds; "
                      "the seed may change the initial values only")
