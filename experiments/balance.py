@@ -44,7 +44,6 @@ from absl import flags
 
 import mmreg
 from mmreg import cli as cli_lib
-from mmreg.data import CompetitionConfig, load_av_digits, load_competition, load_mfeat, load_npz
 from mmreg.data.dataset import Splits
 from mmreg.data.registry import load_dataset
 from mmreg.losses import classification_losses
@@ -111,30 +110,31 @@ AUDIO_VISUAL = ("crema_d", "kinetics_sounds", "ave")
 
 def load(name: str, args: SimpleNamespace) -> Splits:
   """`mfeat:<view>+<view>`, `av_digits`, `competition:<easy_scale>`, `npz:<path>` (your own
-  splits), or an audio-visual dataset you placed (`crema_d`, `kinetics_sounds`, `ave`). One
-  fixed split (seed 0) for every run: the seeds vary initialisation and data order."""
+  splits), or an audio-visual dataset you placed (`crema_d`, `kinetics_sounds`, `ave`), read
+  through the dataset registry. One fixed split (seed 0) for every run: the seeds vary
+  initialisation and data order."""
   kind, _, arg = name.partition(":")
   if kind in AUDIO_VISUAL:
     if not args.data_dir:
       raise ValueError(f"{kind} is read from files you place: pass --data_dir (and --manual_dir "
                        "if the release is not in <data_dir>/downloads/manual); see "
                        "docs/datasets.md")
-    return load_dataset(kind, {"data_dir": args.data_dir, "manual_dir": args.manual_dir,
-                               "config": args.av_config, "val_fraction": args.val_fraction,
-                               "seed": 0})
-  if kind == "mfeat":
-    return load_mfeat(tuple(arg.split("+")), seed=0)
-  if kind == "av_digits":
-    return load_av_digits(seed=0)
-  if kind == "competition":
-    return load_competition(CompetitionConfig(easy_scale=float(arg or 3.0)), num_samples=2000,
-                            seed=0)
-  if kind == "npz":
+    options = {"data_dir": args.data_dir, "manual_dir": args.manual_dir,
+               "config": args.av_config, "val_fraction": args.val_fraction, "seed": 0}
+  elif kind == "mfeat":
+    options = {"views": tuple(arg.split("+")), "seed": 0}
+  elif kind == "av_digits":
+    options = {"seed": 0}
+  elif kind == "competition":
+    options = {"easy_scale": float(arg or 3.0), "num_samples": 2000, "seed": 0}
+  elif kind == "npz":
     if not arg:
       raise ValueError("npz needs a path: --datasets=npz:/path/to/data.npz")
-    return load_npz(arg)
-  raise ValueError(f"unknown dataset {name!r}; use mfeat:<v>+<v>, av_digits, "
-                   f"competition:<easy_scale>, npz:<path> or one of {list(AUDIO_VISUAL)}")
+    options = {"path": arg}
+  else:
+    raise ValueError(f"unknown dataset {name!r}; use mfeat:<v>+<v>, av_digits, "
+                     f"competition:<easy_scale>, npz:<path> or one of {list(AUDIO_VISUAL)}")
+  return load_dataset(kind, options)
 
 
 def loss_spec_for(entry: Entry, modalities: tuple[str, ...], options: Mapping[str, Any]
