@@ -1,5 +1,6 @@
 """`train_runs`: a grid of (learning rate, seed) runs trained together under one vmapped,
-scanned program equals each run trained alone with the library's step."""
+scanned program equals each run trained alone with the library's step, also with one split per
+seed, a training-batch augmentation and a custom selection score."""
 
 import jax
 import numpy as np
@@ -31,8 +32,9 @@ def _setup():
   return splits, build, method, mmreg.classification_losses(("fou", "mor"))
 
 
-def _alone(build, method, spec, splits, lr, seed):
-  """One run with the library's jitted step: params and val accuracy after every epoch."""
+def _alone(build, method, spec, splits, lr, seed, augment=None):
+  """One run with the library's jitted step: params and val accuracy after every epoch. With
+  `augment`, step t's batch is `augment(fold_in(key(seed), t), batch)` (the documented key)."""
   tx = optax.chain(method, sgd_momentum(lr))
   graphdef, state = init_train_state(build(seed), tx, seed)
   spe = len(splits.train) // BATCH
@@ -40,7 +42,9 @@ def _alone(build, method, spec, splits, lr, seed):
   predict = make_predict(graphdef)
   history = []
   for epoch in range(EPOCHS):
-    for batch in iterate_batches(splits.train, BATCH, seed=seed, epoch=epoch):
+    for b, batch in enumerate(iterate_batches(splits.train, BATCH, seed=seed, epoch=epoch)):
+      if augment is not None:
+        batch = augment(jax.random.fold_in(jax.random.key(seed), epoch * spe + b), batch)
       state, _ = step(state, batch)
     logits = predict(state.params, state.model_state, splits.val.as_batch()).logits
     history.append((jax.tree.map(np.asarray, state.params),
@@ -76,6 +80,86 @@ def test_runs_trained_together_equal_runs_trained_alone():
   assert out["logits"].shape == (2, 64, 10) and set(out["features"]) == {"fou", "mor"}
 
 
+def _assert_params_equal(expected, result, r):
+  together = jax.tree.map(lambda x: np.asarray(x[r]), result.params)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(together), strict=True):
+    np.testing.assert_allclose(b, a, rtol=2e-5, atol=2e-6)
+
+
+def _other_splits():
+  """Splits of another mfeat seed, of the sizes of `_setup`'s."""
+  other = load_mfeat(("fou", "mor"), seed=1)
+  return Splits(other.train.take(np.arange(128)), other.val.take(np.arange(64)),
+                other.test.take(np.arange(64)))
+
+
+def test_per_seed_splits_train_each_run_on_its_seeds_split():
+  splits, build, method, spec = _setup()
+  other = _other_splits()
+  result = train_runs(build, spec, method, [splits, other], learning_rates=(0.05,),
+                      seeds=(3, 11), batch_size=BATCH, max_epochs=EPOCHS, patience=EPOCHS,
+                      with_loss_grads=True)
+  for r, (seed, own) in enumerate(((3, splits), (11, other))):
+    history = _alone(build, method, spec, own, 0.05, seed)
+    val = [acc for _, acc in history]
+    best = int(np.argmax(val))
+    assert result.best_epoch[r] == best
+    assert result.best_val_accuracy[r] == pytest.approx(val[best])
+    _assert_params_equal(history[best][0], result, r)
+  # Each run is evaluated on its own dataset: the oracle is the library's predict at the
+  # parameters of the run trained alone.
+  out = evaluate_runs(result, [splits.test, other.test])
+  history = _alone(build, method, spec, other, 0.05, 11)
+  best = int(np.argmax([acc for _, acc in history]))
+  graphdef, _ = init_train_state(build(11), optax.sgd(0.1), 11)
+  alone = make_predict(graphdef)(history[best][0], jax.tree.map(lambda x: x[1],
+                                                                result.model_state),
+                                 other.test.as_batch()).logits
+  np.testing.assert_allclose(out["logits"][1], np.asarray(alone), rtol=2e-5, atol=2e-5)
+
+
+def _dropout(key, batch):
+  return mmreg.data.modality_dropout(key, batch, 0.5, per_sample=True)
+
+
+def test_augment_trains_each_run_as_alone_with_the_seed_and_step_key():
+  splits, build, method, spec = _setup()
+  kwargs = dict(learning_rates=(0.05,), seeds=(3, 11), batch_size=BATCH, max_epochs=EPOCHS,
+                patience=EPOCHS, with_loss_grads=True)
+  augmented = train_runs(build, spec, method, splits, augment=_dropout, **kwargs)
+  plain = train_runs(build, spec, method, splits, **kwargs)
+  history = _alone(build, method, spec, splits, 0.05, 11, augment=_dropout)
+  best = int(np.argmax([acc for _, acc in history]))
+  assert augmented.best_epoch[1] == best
+  _assert_params_equal(history[best][0], augmented, 1)
+  # The augmentation reaches the step: the dropped modalities change the trained parameters.
+  change = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(jax.tree.leaves(augmented.params), jax.tree.leaves(plain.params),
+                               strict=True))
+  assert change > 1e-3
+
+
+def test_val_score_selects_the_epochs():
+  splits, build, method, spec = _setup()
+  seen = []
+
+  def worst_accuracy(outputs, labels):
+    seen.append((set(outputs), labels.shape))
+    return -np.mean(outputs["logits"].argmax(-1) == labels, axis=-1)
+
+  result = train_runs(build, spec, method, splits, learning_rates=(0.05,), seeds=(3,),
+                      batch_size=BATCH, max_epochs=EPOCHS, patience=EPOCHS,
+                      with_loss_grads=True, val_score=worst_accuracy)
+  assert seen[0] == ({"logits", "modality_logits", "features", "latents"}, (1, 64))
+  history = _alone(build, method, spec, splits, 0.05, 3)
+  val = [acc for _, acc in history]
+  worst = int(np.argmin(val))  # the first epoch of the lowest validation accuracy
+  assert result.best_epoch[0] == worst
+  assert result.best_val_score[0] == pytest.approx(-val[worst])
+  assert result.best_val_accuracy[0] == pytest.approx(val[worst])
+  _assert_params_equal(history[worst][0], result, 0)
+
+
 def test_patience_stops_when_no_run_improves():
   splits, build, method, spec = _setup()
   result = train_runs(build, spec, method, splits, learning_rates=(1e-9,), seeds=(0, 1),
@@ -92,6 +176,17 @@ def test_train_runs_rejects_bad_grids():
   with pytest.raises(ValueError, match="finite and positive"):
     train_runs(build, spec, method, splits, learning_rates=(float("nan"),), seeds=(1,),
                batch_size=BATCH, max_epochs=1, patience=1)
+  with pytest.raises(ValueError, match="one Splits per seed"):
+    train_runs(build, spec, method, [splits], learning_rates=(0.1,), seeds=(1, 2),
+               batch_size=BATCH, max_epochs=1, patience=1)
+  shorter = Splits(splits.train.take(np.arange(96)), splits.val, splits.test)
+  with pytest.raises(ValueError, match="seed 2's train split has 96 samples .* equal sizes"):
+    train_runs(build, spec, method, [splits, shorter], learning_rates=(0.1,), seeds=(1, 2),
+               batch_size=BATCH, max_epochs=1, patience=1)
+  with pytest.raises(ValueError, match="one score per run"):
+    train_runs(build, spec, method, splits, learning_rates=(0.1,), seeds=(1, 2),
+               batch_size=BATCH, max_epochs=1, patience=1, with_loss_grads=True,
+               val_score=lambda outputs, labels: np.zeros(3))
 
 
 def test_linear_probe_matches_numpy_logistic_regression():
