@@ -8,7 +8,8 @@ For each seed (its own stratified split and initialisation):
   - "infonce": MLP encoders + linear projectors trained with the symmetric InfoNCE loss and a
     learnable temperature only (no labels), `mmreg.losses.alignment_term(views, "clip")`;
     the epoch is chosen on the validation split by class-level R@1 (early stopping), as
-    CCA's hyperparameters are;
+    CCA's hyperparameters are; all seeds train together in one `mmreg.train.train_runs` call
+    (Adam 2e-3, `val_score` = validation class-level R@1);
   - "infonce+prototypes": the same plus the shared-prototype cross-entropy (uses labels);
   - "cca": linear CCA in closed form on the standardised training views, its ridge and
     number of canonical directions chosen on the validation split by class-level R@1.
@@ -35,7 +36,7 @@ from mmreg.data import MFEAT_VIEWS, load_mfeat
 from mmreg.losses import LossSpec, alignment_term, prototype_term
 from mmreg.train.results import plot_bars, write_json
 
-from .coherence_common import Setup, Trainer, plot_bands, predict, summarize
+from .coherence_common import Config, Setup, plot_bands, run_outputs, summarize, train_seeds
 
 CCA_DIMS = (9, 16, 32)
 CCA_RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
@@ -99,6 +100,15 @@ def class_r1(z, labels, views) -> float:
                         for q, g in (views, views[::-1])]))
 
 
+def latent_r1(views):
+  """`train_runs`'s `val_score`: each run's class-level R@1 of its validation latents."""
+  def score(outputs, labels):
+    z = outputs["latents"]
+    return np.array([class_r1({v: z[v][r] for v in views}, labels[r], views)
+                     for r in range(len(labels))])
+  return score
+
+
 def run_cca(splits, views) -> tuple[dict[str, float], dict[str, float]]:
   a, b = views
   best = None
@@ -121,30 +131,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
   dims = {v: MFEAT_VIEWS[v] for v in views}
   setup = Setup(epochs=args.epochs, batch_size=args.batch_size)
   align = alignment_term(views, "clip")
-  trainers = {
-      "infonce": Trainer(dims, 10, LossSpec({"align": align}, {"align": 1.0}), setup,
-                         shared_space=True),
-      "infonce+prototypes": Trainer(
-          dims, 10, LossSpec({"align": align, "prototype": prototype_term(views)},
-                             {"align": 1.0, "prototype": 1.0}), setup, shared_space=True),
+  configs = {
+      "infonce": Config(LossSpec({"align": align}, {"align": 1.0}), shared_space=True),
+      "infonce+prototypes": Config(
+          LossSpec({"align": align, "prototype": prototype_term(views)},
+                   {"align": 1.0, "prototype": 1.0}), shared_space=True),
   }
-  raw: dict[str, list[dict[str, float]]] = {m: [] for m in (*trainers, "cca")}
-  chance, cca_choice = [], []
+  seeds = list(range(args.seeds))
+  per_seed = [load_mfeat(views, seed=seed) for seed in seeds]
+  tests = [s.test for s in per_seed]
+  raw: dict[str, list[dict[str, float]]] = {}
   start = time.time()
-  for seed in range(args.seeds):
-    splits = load_mfeat(views, seed=seed)
-    labels = splits.test.labels
-    chance.append(float(np.mean(metrics.same_label(labels, labels))))
-    def val_r1(model, splits=splits):
-      return class_r1(predict(model, splits.val).latents, splits.val.labels, views)
-
-    for name, trainer in trainers.items():
-      model = trainer.train(splits.train, seed, select=val_r1)
-      raw[name].append(evaluate(predict(model, splits.test).latents, labels, views))
-    result, choice = run_cca(splits, views)
-    raw["cca"].append(result)
-    cca_choice.append(choice)
-    print(f"seed {seed} done ({time.time() - start:.0f} s)", flush=True)
+  for name, config in configs.items():
+    result = train_seeds(config, setup, dims, 10, per_seed, seeds, val_score=latent_r1(views))
+    latents = run_outputs(result, tests)["latents"]
+    raw[name] = [evaluate({v: z[i] for v, z in latents.items()}, t.labels, views)
+                 for i, t in enumerate(tests)]
+    print(f"{name} done ({time.time() - start:.0f} s)", flush=True)
+  raw["cca"], cca_choice = map(list, zip(*(run_cca(s, views) for s in per_seed), strict=True))
+  chance = [float(np.mean(metrics.same_label(t.labels, t.labels))) for t in tests]
+  labels = tests[0].labels
 
   results = {
       "config": {**vars(args), "views": list(views), "setup": setup.__dict__,

@@ -1,11 +1,12 @@
-"""Shared pieces of the robustness and alignment experiments: a small in-memory training
-loop (no checkpoints; each run takes seconds), evaluation under missing/noisy modalities, and
-plots with confidence bands."""
+"""Shared pieces of the robustness and alignment experiments: the model and optimisation
+settings, one configuration trained on every seed at once with the library's multi-run loop
+(`mmreg.train.train_runs`), evaluation of the selected runs under missing/noisy modalities,
+and plots with confidence bands."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ import optax
 from flax import nnx
 
 import mmreg
-from mmreg.data import MultimodalDataset, iterate_batches, steps_per_epoch
+from mmreg.data import MultimodalDataset, Splits
 from mmreg.losses import LossSpec
-from mmreg.train import init_train_state, make_predict, make_train_step, split_model
+from mmreg.train import RunsResult, evaluate_runs, make_predict, split_model, train_runs
 from mmreg.train.results import mean_ci
+from mmreg.train.runs import Augment, ValScore
+from mmreg.train.seeds import unstack_tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,76 +36,88 @@ class Setup:
   learning_rate: float = 2e-3
 
 
-class Trainer:
-  """Trains models of one architecture and loss, compiling the train step once."""
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One trained configuration: its loss, model options and training-batch augmentation
+  (`train_runs`'s `augment`)."""
 
-  def __init__(self, input_dims: Mapping[str, int], num_classes: int, loss_spec: LossSpec,
-               setup: Setup, *, shared_space: bool, missing: str = "zero",
-               modality_dropout: float = 0.0):
-    self.input_dims, self.num_classes = dict(input_dims), num_classes
-    self.loss_spec, self.setup, self.shared_space = loss_spec, setup, shared_space
-    self.missing, self.dropout = missing, modality_dropout
-    self._step = None
-    self._drop = jax.jit(lambda key, batch: mmreg.data.modality_dropout(
-        key, batch, modality_dropout, per_sample=True))
+  loss_spec: LossSpec
+  shared_space: bool = False
+  missing: str = "zero"
+  augment: Augment | None = None
 
-  def model(self, seed: int) -> nnx.Module:
-    s = self.setup
-    return mmreg.mlp_classifier(self.input_dims, self.num_classes, hidden=s.hidden,
-                                feature_dim=s.feature_dim, latent_dim=s.latent_dim, seed=seed,
-                                shared_space=self.shared_space, missing=self.missing)
 
-  def train(self, data: MultimodalDataset, seed: int,
-            select: Callable[[nnx.Module], float] | None = None) -> nnx.Module:
-    """Train for `setup.epochs`; with `select` (a validation score, higher is better) return
-    the model of the best-scoring epoch instead of the last (early stopping)."""
-    s = self.setup
-    tx = optax.adam(s.learning_rate)
-    graphdef, state = init_train_state(self.model(seed), tx, seed)
-    if self._step is None:
-      self._step = make_train_step(graphdef, self.loss_spec, tx,
-                                   steps_per_epoch=steps_per_epoch(len(data), s.batch_size))
-    key, best = jax.random.key(seed + 10_000), None
-    for epoch in range(s.epochs):
-      for batch in iterate_batches(data, s.batch_size, seed=seed, epoch=epoch):
-        if self.dropout > 0:
-          key, sub = jax.random.split(key)
-          batch = self._drop(sub, batch)
-        state, _ = self._step(state, batch)
-      if select is not None:
-        score = select(nnx.merge(graphdef, state.params, state.model_state))
-        if best is None or score > best[0]:
-          best = (score, jax.tree.map(np.array, (state.params, state.model_state)))
-    if select is not None:
-      return nnx.merge(graphdef, *best[1])
-    return nnx.merge(graphdef, state.params, state.model_state)
+# No balancing transform: plain Adam. One object, so that every configuration's later calls
+# reuse its compiled programs.
+NO_METHOD = optax.identity()
+
+
+def train_seeds(config: Config, setup: Setup, input_dims: Mapping[str, int], num_classes: int,
+                splits: Sequence[Splits], seeds: Sequence[int], *,
+                val_score: ValScore | None = None) -> RunsResult:
+  """Train `config` on every seed together, seed `seeds[i]` on `splits[i]`: Adam at
+  `setup.learning_rate` for `setup.epochs` epochs, each run keeping the parameters of its
+  best validation epoch by `val_score` (default: validation accuracy)."""
+
+  def build(seed: int) -> nnx.Module:
+    return mmreg.mlp_classifier(input_dims, num_classes, hidden=setup.hidden,
+                                feature_dim=setup.feature_dim, latent_dim=setup.latent_dim,
+                                seed=seed, shared_space=config.shared_space,
+                                missing=config.missing)
+
+  return train_runs(build, config.loss_spec, NO_METHOD, list(splits),
+                    learning_rates=(setup.learning_rate,), seeds=seeds,
+                    batch_size=setup.batch_size, max_epochs=setup.epochs, patience=setup.epochs,
+                    optimizer=optax.adam, augment=config.augment, val_score=val_score)
+
+
+def run_model(result: RunsResult, r: int) -> nnx.Module:
+  """Run r's selected model."""
+  return nnx.merge(result.graphdef, unstack_tree(result.params, r),
+                   unstack_tree(result.model_state, r))
+
+
+def with_fill(result: RunsResult, missing: str) -> RunsResult:
+  """The runs with absent modalities' features filled by `missing` ("zero", "mean",
+  "impute")."""
+  model = run_model(result, 0)
+  model.missing = missing
+  return result._replace(graphdef=split_model(model)[0])
+
+
+def with_train_feature_means(result: RunsResult, trains: Sequence[MultimodalDataset]
+                             ) -> RunsResult:
+  """Mean-fill vectors: run r's mean encoder feature of each modality over `trains[r]`."""
+  features = evaluate_runs(result, list(trains))["features"]
+  state = jax.tree.map(lambda x: x, result.model_state)
+  for m, f in features.items():
+    state["feature_means"][m] = jax.numpy.asarray(f.mean(axis=1))
+  return result._replace(model_state=state)
+
+
+def run_outputs(result: RunsResult, datasets: Sequence[MultimodalDataset],
+                missing: str = "zero") -> dict[str, Any]:
+  """`evaluate_runs` of run r on `datasets[r]`, absent modalities filled by `missing`."""
+  return evaluate_runs(with_fill(result, missing), list(datasets))
+
+
+def accuracies(result: RunsResult, datasets: Sequence[MultimodalDataset],
+               missing: str = "zero") -> list[float]:
+  """Run r's accuracy on `datasets[r]`."""
+  logits = run_outputs(result, datasets, missing)["logits"]
+  return [mmreg.metrics.accuracy(d.labels, z.argmax(-1))
+          for d, z in zip(datasets, logits, strict=True)]
 
 
 _PREDICT_CACHE: dict[Any, Any] = {}
 
 
-def predict(model: nnx.Module, data: MultimodalDataset, *, missing: str = "zero"
-            ) -> mmreg.ModelOutput:
-  """The model's output on a whole dataset, with absent modalities filled by `missing`."""
-  trained_with = model.missing
-  model.missing = missing
+def predict(model: nnx.Module, data: MultimodalDataset) -> mmreg.ModelOutput:
+  """The model's whole output on a dataset (host arrays)."""
   graphdef, params, rest = split_model(model)
-  key = (graphdef, data.present is None)
-  if key not in _PREDICT_CACHE:
-    _PREDICT_CACHE[key] = make_predict(graphdef)
-  out = _PREDICT_CACHE[key](params, rest, data.as_batch())
-  model.missing = trained_with
-  return jax.tree.map(np.asarray, out)
-
-
-def set_train_feature_means(model: nnx.Module, train: MultimodalDataset) -> None:
-  """Mean-fill vectors: each modality's mean encoder feature over the training set."""
-  model.set_feature_means({m: model.encode(m, x).mean(axis=0) for m, x in train.inputs.items()})
-
-
-def accuracy_of(model: nnx.Module, data: MultimodalDataset, missing: str = "zero") -> float:
-  logits = predict(model, data, missing=missing).logits
-  return mmreg.metrics.accuracy(data.labels, logits.argmax(-1))
+  if graphdef not in _PREDICT_CACHE:
+    _PREDICT_CACHE[graphdef] = make_predict(graphdef)
+  return jax.tree.map(np.asarray, _PREDICT_CACHE[graphdef](params, rest, data.as_batch()))
 
 
 def summarize(values_by_seed: Sequence[float]) -> dict[str, float]:

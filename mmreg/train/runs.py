@@ -17,6 +17,7 @@ after selection.
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -126,6 +127,51 @@ def _read_batches(trains: Sequence[Any], seed_index: np.ndarray, index: np.ndarr
   return stack_trees(batches)
 
 
+# The jitted programs of the last few configurations, kept with the objects that define them
+# (so that their ids stay unique while cached).
+_PROGRAMS: collections.OrderedDict[tuple, tuple[tuple, tuple]] = collections.OrderedDict()
+_PROGRAMS_KEPT = 8
+
+
+def _programs(graphdef: nnx.GraphDef, model: nnx.Module, loss_spec: LossSpec,
+              method_tx: Any, optimizer: OptimizerFactory, tx: Any, steps_per_epoch: int,
+              with_loss_grads: bool, loss_method: Any, augment: Augment | None
+              ) -> tuple[Callable[..., Any], ...]:
+  """The jitted epoch, step and encoder-step programs of one configuration, built once for
+  the same graph, step count and loss, transform, optimizer, loss method and augment objects
+  (a run's learning rate is read from its optimizer state, so `tx` may carry any)."""
+  defining = (loss_spec, method_tx, optimizer, loss_method, augment)
+  key = (graphdef, steps_per_epoch, with_loss_grads, *map(id, defining))
+  if key in _PROGRAMS:
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key][1]
+  step = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=steps_per_epoch,
+                         with_loss_grads=with_loss_grads, loss_method=loss_method, jit=False)
+  labels = param_labels(model)
+
+  def run_step_fn(state: TrainState, batch: Batch, seed: jax.Array):
+    if augment is not None:
+      batch = augment(_augment_key(seed, state.step), batch)
+    return step(state, batch)
+
+  def epoch_fn(states: TrainState, indices: jax.Array, arrays: PyTree, seed_index: jax.Array,
+               seeds: jax.Array):
+    def body(states, index):
+      batches = jax.vmap(lambda k, i: jax.tree.map(lambda a: a[k, i], arrays))(seed_index,
+                                                                              index)
+      states, metrics = jax.vmap(run_step_fn)(states, batches, seeds)
+      return states, metrics["loss/total"]
+    return jax.lax.scan(body, states, indices)
+
+  programs = (jax.jit(epoch_fn, donate_argnums=0),
+              jax.jit(jax.vmap(run_step_fn), donate_argnums=0),
+              jax.jit(lambda after, before: _encoder_step(labels, after, before)))
+  _PROGRAMS[key] = (defining, programs)
+  if len(_PROGRAMS) > _PROGRAMS_KEPT:
+    _PROGRAMS.popitem(last=False)
+  return programs
+
+
 def validation_accuracy(outputs: dict[str, Any], labels: np.ndarray) -> np.ndarray:
   """The default `val_score`: each run's accuracy of its fused logits `[R, N, K]` against its
   labels `[R, N]`."""
@@ -154,6 +200,10 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   `val_score(outputs, labels) -> [R]` (higher is better) selects the epochs: `outputs` are
   `evaluate_runs`'s outputs on each run's validation split, `labels` `[R, N]` that split's
   labels; the default is `validation_accuracy`.
+
+  The compiled programs of the last 8 configurations are kept: a later call with the same
+  loss, transform, optimizer, loss method and augment objects (e.g. on relabelled data)
+  compiles nothing new.
   """
   if patience < 1 or max_epochs < 1:
     raise ValueError(f"patience={patience} and max_epochs={max_epochs} must be at least 1")
@@ -172,32 +222,14 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     return optax.chain(method_tx, optax.inject_hyperparams(optimizer)(learning_rate=lr))
 
   graphdef, states, model = _stacked_states(build_model, tx_for, runs)
-  labels = param_labels(model)
   trains = [s.train for s in per_seed]
   vals = per_seed[0].val if len(per_seed) == 1 else [per_seed[k].val for k in seed_index]
   spe = len(trains[0]) // batch_size
-  step = make_train_step(graphdef, loss_spec, tx_for(runs[0][0]), steps_per_epoch=spe,
-                         with_loss_grads=with_loss_grads, loss_method=loss_method, jit=False)
-
-  def run_step_fn(state: TrainState, batch: Batch, seed: jax.Array):
-    if augment is not None:
-      batch = augment(_augment_key(seed, state.step), batch)
-    return step(state, batch)
-
+  run_epoch, run_step, encoder_step = _programs(
+      graphdef, model, loss_spec, method_tx, optimizer, tx_for(runs[0][0]), spe,
+      with_loss_grads, loss_method, augment)
   run_seeds = jnp.array([seed for _, seed in runs], jnp.int32)
   device_index = jnp.asarray(seed_index)
-
-  def epoch_fn(states: TrainState, indices: jax.Array, arrays: PyTree):
-    def body(states, index):
-      batches = jax.vmap(lambda k, i: jax.tree.map(lambda a: a[k, i], arrays))(device_index,
-                                                                              index)
-      states, metrics = jax.vmap(run_step_fn)(states, batches, run_seeds)
-      return states, metrics["loss/total"]
-    return jax.lax.scan(body, states, indices)
-
-  run_epoch = jax.jit(epoch_fn, donate_argnums=0)
-  run_step = jax.jit(lambda states, batches: jax.vmap(run_step_fn)(states, batches, run_seeds),
-                     donate_argnums=0)
   # Splits held in memory go to the device once, stacked on a leading seed axis; streamed ones
   # (`SourceDataset`) are read batch by batch.
   arrays = (jax.device_put(stack_trees([t.as_batch() for t in trains]))
@@ -205,7 +237,6 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   fields = OUTPUT_FIELDS if val_score is not None else ("logits",)
   score_fn = val_score or validation_accuracy
   select = jax.jit(_where_runs)
-  encoder_step = jax.jit(lambda after, before: _encoder_step(labels, after, before))
 
   # One optimizer object per learning rate: a loss-side method's jitted probes take it as a
   # static argument, so a fresh object per run and epoch would recompile them.
@@ -237,11 +268,12 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
                                                     epoch=epoch)))
                         for _, seed in runs], axis=1)
     if arrays is not None:
-      states, losses = run_epoch(states, indices, arrays)
+      states, losses = run_epoch(states, indices, arrays, device_index, run_seeds)
     else:
       losses = []
       for index in indices:
-        states, metrics = run_step(states, _read_batches(trains, seed_index, index))
+        states, metrics = run_step(states, _read_batches(trains, seed_index, index),
+                                   run_seeds)
         losses.append(metrics["loss/total"])
       losses = np.stack(losses)
     diverged |= ~np.all(np.isfinite(np.asarray(losses)), axis=0)
