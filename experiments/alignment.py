@@ -21,7 +21,6 @@ paired/unpaired cosine statistics. Writes results.json and retrieval.png into --
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,12 +111,15 @@ def latent_r1(views):
 def run_cca(splits, views) -> tuple[dict[str, float], dict[str, float]]:
   a, b = views
   best = None
-  for dim, ridge in itertools.product(CCA_DIMS, CCA_RIDGES):
-    pa, pb, _ = fit_cca(splits.train.inputs[a], splits.train.inputs[b], dim, ridge)
-    val = {a: splits.val.inputs[a] @ pa, b: splits.val.inputs[b] @ pb}
-    score = class_r1(val, splits.val.labels, views)
-    if best is None or score > best[0]:
-      best = (score, dim, ridge, pa, pb)
+  for ridge in CCA_RIDGES:  # one decomposition per ridge; a dimension keeps its leading columns
+    full_a, full_b, _ = fit_cca(splits.train.inputs[a], splits.train.inputs[b], max(CCA_DIMS),
+                                ridge)
+    for dim in CCA_DIMS:
+      pa, pb = full_a[:, :dim], full_b[:, :dim]
+      val = {a: splits.val.inputs[a] @ pa, b: splits.val.inputs[b] @ pb}
+      score = class_r1(val, splits.val.labels, views)
+      if best is None or score > best[0] or (score == best[0] and (dim, ridge) < best[1:3]):
+        best = (score, dim, ridge, pa, pb)
   _, dim, ridge, pa, pb = best
   test = {a: splits.test.inputs[a] @ pa, b: splits.test.inputs[b] @ pb}
   return evaluate(test, splits.test.labels, views), {"dim": dim, "ridge": ridge}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -89,10 +90,8 @@ def with_train_feature_means(result: RunsResult, trains: Sequence[MultimodalData
                              ) -> RunsResult:
   """Mean-fill vectors: run r's mean encoder feature of each modality over `trains[r]`."""
   features = evaluate_runs(result, list(trains))["features"]
-  state = jax.tree.map(lambda x: x, result.model_state)
-  for m, f in features.items():
-    state["feature_means"][m] = jax.numpy.asarray(f.mean(axis=1))
-  return result._replace(model_state=state)
+  means = {m: jnp.asarray(f.mean(axis=1)) for m, f in features.items()}
+  return result._replace(model_state={**result.model_state, "feature_means": means})
 
 
 def run_outputs(result: RunsResult, datasets: Sequence[MultimodalDataset],
