@@ -11,7 +11,14 @@ import mmreg
 from mmreg.data import iterate_batches, load_mfeat
 from mmreg.data.dataset import Splits
 from mmreg.metrics import accuracy, linear_probe_accuracy
-from mmreg.train import evaluate_runs, init_train_state, make_predict, make_train_step, take_runs
+from mmreg.train import (
+  evaluate_runs,
+  init_train_state,
+  make_predict,
+  make_train_step,
+  runs,
+  take_runs,
+)
 from mmreg.train.methods import build_method
 from mmreg.train.runs import sgd_momentum, train_runs
 
@@ -240,3 +247,18 @@ def test_streamed_split_trains_like_the_split_in_memory():
   for a, b in zip(jax.tree.leaves(in_memory.params), jax.tree.leaves(streamed.params),
                   strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-6)
+
+
+def test_a_later_call_with_the_same_objects_reuses_the_programs_on_new_data():
+  splits, build, method, spec = _setup()
+  kwargs = dict(learning_rates=(0.05,), seeds=(3,), batch_size=BATCH, max_epochs=2, patience=2,
+                with_loss_grads=True)
+  train_runs(build, spec, method, splits, **kwargs)
+  cached = len(runs._PROGRAMS)
+  shuffled = np.random.default_rng(0).permutation(splits.train.labels)
+  relabelled = Splits(splits.train.replace(labels=shuffled), splits.val, splits.test)
+  reused = train_runs(build, spec, method, relabelled, **kwargs)
+  assert len(runs._PROGRAMS) == cached
+  _, _, fresh_method, fresh_spec = _setup()  # new objects: new programs, same training
+  fresh = train_runs(build, fresh_spec, fresh_method, relabelled, **kwargs)
+  _assert_params_equal(jax.tree.map(lambda x: np.asarray(x[0]), fresh.params), reused, 0)
