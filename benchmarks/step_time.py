@@ -74,6 +74,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 STACK_ROWS = ("stack", "stack_vmap")  # joint + the stack, although joint does not need it
 VMAP_ROWS = ("stack_vmap",)  # the stack as one VJP vmapped over all losses (the fallback)
 TORCH_ROWS = ("joint", "mmpareto", "pcgrad", "mgda", "dgl", "redreg")
+# InfoReg's default strength is the authors' pair (audio, visual); with more modalities every
+# modality takes the pair's first value (the step's cost does not depend on it).
+MORE_MODALITIES_OPTIONS: dict[str, dict[str, Any]] = {"inforeg": {"strength": 0.95}}
 CLASSES = 10
 
 
@@ -153,6 +156,8 @@ def mmreg_steps(shape: Shape, methods: list[str], loss_grads_impl: str
 
   for row in methods:
     options = METHODS[row][1]
+    if shape.modalities > 2:
+      options = {**options, **MORE_MODALITIES_OPTIONS.get(row, {})}
     state, exe, compiled[row] = compile_row(row, options)
     if options.get("probe_every", 0) > 1:  # XLA counts the probe's lax.cond branch every step
       without = compile_row(row, {**options, "probe_every": 0})[2]

@@ -23,10 +23,12 @@ def test_step_time_tiny_writes_ratios_flops_and_memory(tmp_path):
 
 
 def test_step_time_compile_only_reports_flops_and_memory_without_timing(tmp_path):
+  """Three modalities: InfoReg's two-modality default strength is replaced for the sweep."""
   out = tmp_path / "compiled.json"
-  main(["--tiny", "--rounds", "0", "--methods", "pcgrad", "--json", str(out)])
+  main(["--widths", "16", "--batches", "8", "--modalities", "3", "--rounds", "0", "--methods",
+        "pcgrad,inforeg", "--json", str(out)])
   rows = json.loads(out.read_text())["shapes"][0]["rows"]
-  assert list(rows) == ["joint", "pcgrad"]
+  assert list(rows) == ["joint", "pcgrad", "inforeg"]
   assert rows["joint"]["peak_x_joint"] == 1.0 and rows["pcgrad"]["flops_x_joint"] > 1.0
   assert all("x_joint" not in r and "torch_ms" not in r and r["peak_mib"] > 0
              for r in rows.values())

@@ -155,7 +155,8 @@ def make_transform(name: str, **options):
 
 @functools.cache
 def jitted_two_steps(name: str, options: tuple = ()):
-  """init + two updates (two parameter snapshots, same epoch), jitted once per transform."""
+  """init + two updates (two parameter snapshots, same epoch), jitted once per transform; the
+  updates are one `lax.scan` body, so the program holds the transform's update once."""
   tx = make_transform(name, **dict(options))
 
   @jax.jit
@@ -167,10 +168,14 @@ def jitted_two_steps(name: str, options: tuple = ()):
                   features=inputs["features"], shapley_logits=inputs["logits"],
                   penultimate=inputs["penultimate"], epoch=jnp.asarray(0, jnp.int32),
                   feature_grads=feature_grads, features_vjp=_features_vjp)
-    p1, p2 = inputs["params"]
-    state = tx.init(p1)
-    first, state = tx.update(inputs["updates"], state, p1, **extras)
-    second, state = tx.update(inputs["updates"], state, p2, **extras)
+    snapshots = jax.tree.map(lambda *p: jnp.stack(p), *inputs["params"])
+
+    def update(state, params):
+      out, state = tx.update(inputs["updates"], state, params, **extras)
+      return state, out
+
+    state, outs = jax.lax.scan(update, tx.init(inputs["params"][0]), snapshots)
+    first, second = (jax.tree.map(lambda x, i=i: x[i], outs) for i in range(2))
     return first, second, state
 
   return run
