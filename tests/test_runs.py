@@ -1,6 +1,7 @@
 """`train_runs`: a grid of (learning rate, seed) runs trained together under one vmapped,
 scanned program equals each run trained alone with the library's step, also with one split per
-seed, a training-batch augmentation and a custom selection score."""
+seed, a training-batch augmentation, a custom selection score, a post-update hook and the last
+epoch kept."""
 
 import jax
 import numpy as np
@@ -39,13 +40,14 @@ def _setup():
   return splits, build, method, mmreg.classification_losses(("fou", "mor"))
 
 
-def _alone(build, method, spec, splits, lr, seed, augment=None):
+def _alone(build, method, spec, splits, lr, seed, augment=None, post_update=None):
   """One run with the library's jitted step: params and val accuracy after every epoch. With
   `augment`, step t's batch is `augment(fold_in(key(seed), t), batch)` (the documented key)."""
   tx = optax.chain(method, sgd_momentum(lr))
   graphdef, state = init_train_state(build(seed), tx, seed)
   spe = len(splits.train) // BATCH
-  step = make_train_step(graphdef, spec, tx, steps_per_epoch=spe, with_loss_grads=True)
+  step = make_train_step(graphdef, spec, tx, steps_per_epoch=spe, with_loss_grads=True,
+                         post_update=post_update)
   predict = make_predict(graphdef)
   history = []
   for epoch in range(EPOCHS):
@@ -157,7 +159,7 @@ def test_val_score_selects_the_epochs():
   result = train_runs(build, spec, method, splits, learning_rates=(0.05,), seeds=(3,),
                       batch_size=BATCH, max_epochs=EPOCHS, patience=EPOCHS,
                       with_loss_grads=True, val_score=worst_accuracy)
-  assert seen[0] == ({"logits", "modality_logits", "features", "latents"}, (1, 64))
+  assert seen[0] == ({"logits", "modality_logits", "features", "latents", "fused"}, (1, 64))
   history = _alone(build, method, spec, splits, 0.05, 3)
   val = [acc for _, acc in history]
   worst = int(np.argmin(val))  # the first epoch of the lowest validation accuracy
@@ -169,10 +171,43 @@ def test_val_score_selects_the_epochs():
 
 def test_patience_stops_when_no_run_improves():
   splits, build, method, spec = _setup()
-  result = train_runs(build, spec, method, splits, learning_rates=(1e-9,), seeds=(0, 1),
-                      batch_size=BATCH, max_epochs=20, patience=2, with_loss_grads=True)
+  kwargs = dict(learning_rates=(1e-9,), seeds=(0, 1), batch_size=BATCH, max_epochs=5,
+                patience=2, with_loss_grads=True)
+  result = train_runs(build, spec, method, splits, **kwargs)
   # With a negligible step the validation accuracy never rises after epoch 0.
   assert result.epochs == 3 and list(result.best_epoch) == [0, 0]
+  last = train_runs(build, spec, method, splits, keep="last", **kwargs)
+  assert last.epochs == 5 and list(last.best_epoch) == [4, 4]
+
+
+def _shrink(params, opt_state, epoch):
+  """A post-update that depends on the epoch: params · (1 − 0.01·(epoch + 1))."""
+  return jax.tree.map(lambda p: p * (1.0 - 0.01 * (epoch + 1)), params)
+
+
+def test_post_update_last_epoch_and_epoch_hook_match_the_run_alone():
+  splits, build, method, spec = _setup()
+  seen = []
+
+  def record(epoch, params, model_state):
+    seen.append((epoch, jax.tree.map(np.array, params)))
+
+  result = train_runs(build, spec, method, splits, learning_rates=(0.05,), seeds=(3, 11),
+                      batch_size=BATCH, max_epochs=EPOCHS, patience=1, with_loss_grads=True,
+                      post_update=_shrink, keep="last", on_epoch=record)
+  assert result.epochs == EPOCHS and list(result.best_epoch) == [EPOCHS - 1] * 2
+  assert [epoch for epoch, _ in seen] == list(range(EPOCHS))
+  for r, seed in enumerate((3, 11)):
+    history = _alone(build, method, spec, splits, 0.05, seed, post_update=_shrink)
+    for (_, params), (expected, _) in zip(seen, history, strict=True):
+      for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(b[r], a, rtol=2e-5, atol=2e-6)
+    _assert_params_equal(history[-1][0], result, r)  # the last epoch, not the best one
+    assert result.best_val_accuracy[r] == pytest.approx(history[-1][1])
+  # The hook reaches the step: without it the parameters differ.
+  plain = _alone(build, method, spec, splits, 0.05, 3)[-1][0]
+  assert max(float(np.max(np.abs(a - b[0]))) for a, b in zip(
+      jax.tree.leaves(plain), jax.tree.leaves(seen[-1][1]), strict=True)) > 1e-3
 
 
 def test_train_runs_rejects_bad_grids():
@@ -190,6 +225,9 @@ def test_train_runs_rejects_bad_grids():
   with pytest.raises(ValueError, match="seed 2's train split has 96 samples .* equal sizes"):
     train_runs(build, spec, method, [splits, shorter], learning_rates=(0.1,), seeds=(1, 2),
                batch_size=BATCH, max_epochs=1, patience=1)
+  with pytest.raises(ValueError, match="keep='first'; use 'best'"):
+    train_runs(build, spec, method, splits, learning_rates=(0.1,), seeds=(1,),
+               batch_size=BATCH, max_epochs=1, patience=1, keep="first")
   with pytest.raises(ValueError, match="one score per run"):
     train_runs(build, spec, method, splits, learning_rates=(0.1,), seeds=(1, 2),
                batch_size=BATCH, max_epochs=1, patience=1, with_loss_grads=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import optax
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -14,8 +15,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 def learning_rate_schedule(cfg: Mapping[str, Any], steps_per_epoch: int,
                            total_epochs: int) -> optax.Schedule:
   """`constant`; `step` (×`decay_factor` at each epoch in `decay_epochs`); `cosine` (linear
-  warm-up over `warmup_epochs`, then cosine decay to 0)."""
-  lr, name = float(cfg["learning_rate"]), cfg.get("schedule", "constant")
+  warm-up over `warmup_epochs`, then cosine decay to 0). The learning rate may be an array
+  (e.g. traced under `optax.inject_hyperparams`)."""
+  lr, name = cfg["learning_rate"], cfg.get("schedule", "constant")
+  lr = lr if isinstance(lr, jax.Array) else float(lr)
   if name == "constant":
     return optax.constant_schedule(lr)
   if name == "step":

@@ -11,7 +11,8 @@ per-seed training arrays are stacked on a leading axis on the device and run r g
 `arrays[seed_index[r], batch_index]`, so the seeds of one configuration share one program.
 Runs train until none has improved its validation score (validation accuracy unless
 `val_score` is given) for `patience` epochs (or `max_epochs`); each keeps the parameters of
-its best validation epoch. The test split is not read here: `evaluate_runs` reads it once,
+its best validation epoch (or, with `keep="last"`, all train `max_epochs` epochs and keep the
+last). The test split is not read here: `evaluate_runs` reads it once,
 after selection.
 """
 
@@ -21,7 +22,7 @@ import collections
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,10 @@ OptimizerFactory = Callable[..., optax.GradientTransformation]
 Augment = Callable[[jax.Array, Batch], Batch]
 ValScore = Callable[[dict[str, Any], np.ndarray], np.ndarray]
 Data = MultimodalDataset | Sequence[MultimodalDataset]
-OUTPUT_FIELDS = ("logits", "modality_logits", "features", "latents")
+OUTPUT_FIELDS = ("logits", "modality_logits", "features", "latents", "fused")
+Keep = Literal["best", "last"]
+OnEpoch = Callable[[int, PyTree, PyTree], None]
+PostUpdate = Callable[[PyTree, PyTree, jax.Array], PyTree]
 
 
 def sgd_momentum(learning_rate: float) -> optax.GradientTransformation:
@@ -52,8 +56,9 @@ def sgd_momentum(learning_rate: float) -> optax.GradientTransformation:
 
 class RunsResult(NamedTuple):
   """Per run r (learning-rate-major order: `learning_rates[r]`, `seeds[r]`): the parameters and
-  model state of its best validation epoch (leading axis R), that epoch's validation score
-  (the selection criterion) and validation accuracy, the epoch, and the norm of its encoders'
+  model state of its kept epoch (the best validation epoch, or the last with `keep="last"`;
+  leading axis R), that epoch's validation score (the selection criterion) and validation
+  accuracy, the epoch, and the norm of its encoders'
   parameter change over the first epoch (the effective step a method takes, comparable
   across methods at one learning rate), and whether its training loss became NaN/Inf (a
   diverged run keeps its best epoch before that, and its later epochs cannot improve on it)."""
@@ -135,18 +140,20 @@ _PROGRAMS_KEPT = 8
 
 def _programs(graphdef: nnx.GraphDef, model: nnx.Module, loss_spec: LossSpec,
               method_tx: Any, optimizer: OptimizerFactory, tx: Any, steps_per_epoch: int,
-              with_loss_grads: bool, loss_method: Any, augment: Augment | None
-              ) -> tuple[Callable[..., Any], ...]:
+              with_loss_grads: bool, loss_method: Any, augment: Augment | None,
+              post_update: PostUpdate | None) -> tuple[Callable[..., Any], ...]:
   """The jitted epoch, step and encoder-step programs of one configuration, built once for
-  the same graph, step count and loss, transform, optimizer, loss method and augment objects
-  (a run's learning rate is read from its optimizer state, so `tx` may carry any)."""
-  defining = (loss_spec, method_tx, optimizer, loss_method, augment)
+  the same graph, step count and loss, transform, optimizer, loss method, augment and
+  post-update objects (a run's learning rate is read from its optimizer state, so `tx` may
+  carry any)."""
+  defining = (loss_spec, method_tx, optimizer, loss_method, augment, post_update)
   key = (graphdef, steps_per_epoch, with_loss_grads, *map(id, defining))
   if key in _PROGRAMS:
     _PROGRAMS.move_to_end(key)
     return _PROGRAMS[key][1]
   step = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=steps_per_epoch,
-                         with_loss_grads=with_loss_grads, loss_method=loss_method, jit=False)
+                         with_loss_grads=with_loss_grads, post_update=post_update,
+                         loss_method=loss_method, jit=False)
   labels = param_labels(model)
 
   def run_step_fn(state: TrainState, batch: Batch, seed: jax.Array):
@@ -184,12 +191,16 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
                seeds: Sequence[int], batch_size: int, max_epochs: int, patience: int,
                optimizer: OptimizerFactory = sgd_momentum, with_loss_grads: bool = False,
                loss_method: Any = None, augment: Augment | None = None,
-               val_score: ValScore | None = None, eval_batch_size: int = 128) -> RunsResult:
+               val_score: ValScore | None = None, post_update: PostUpdate | None = None,
+               keep: Keep = "best", on_epoch: OnEpoch | None = None,
+               eval_batch_size: int = 128) -> RunsResult:
   """Train every (learning rate, seed) pair of the grid together; see the module docstring.
 
   `build_model(seed)` builds seed's model; `method_tx` is the balancing transform (the
-  registry's `build_method`), chained before `optimizer(learning_rate=lr)`; `with_loss_grads`
-  and `loss_method` are `make_train_step`'s. A loss-side method's epoch-level state is updated
+  registry's `build_method`), chained before `optimizer(learning_rate=lr)` (wrapped in
+  `optax.inject_hyperparams`, so `optimizer` must accept an array learning rate);
+  `with_loss_grads`, `loss_method` and `post_update(params, opt_state, epoch) -> params` (e.g.
+  the registry's `build_post_update`) are `make_train_step`'s. A loss-side method's epoch-level state is updated
   run by run at the start of every epoch, with the run's own optimizer and seed.
 
   `splits`: one `Splits` for every run, or one per seed (in the order of `seeds`; equal
@@ -201,10 +212,18 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   `evaluate_runs`'s outputs on each run's validation split, `labels` `[R, N]` that split's
   labels; the default is `validation_accuracy`.
 
+  `keep="best"` keeps each run's best validation epoch and stops after `patience` epochs
+  without improvement; `keep="last"` trains `max_epochs` epochs, keeps the last and scores
+  the validation split only after it. `on_epoch(epoch, params, model_state)`, if given, is
+  called on the host after every epoch with the runs' current parameters and model state
+  (device arrays, leading axis R, valid during the call: the next epoch reuses their buffers).
+
   The compiled programs of the last 8 configurations are kept: a later call with the same
   loss, transform, optimizer, loss method and augment objects (e.g. on relabelled data)
   compiles nothing new.
   """
+  if keep not in ("best", "last"):
+    raise ValueError(f"keep={keep!r}; use 'best' (the best validation epoch) or 'last'")
   if patience < 1 or max_epochs < 1:
     raise ValueError(f"patience={patience} and max_epochs={max_epochs} must be at least 1")
   if not learning_rates or not seeds or len(set(seeds)) != len(seeds):
@@ -227,7 +246,7 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   spe = len(trains[0]) // batch_size
   run_epoch, run_step, encoder_step = _programs(
       graphdef, model, loss_spec, method_tx, optimizer, tx_for(runs[0][0]), spe,
-      with_loss_grads, loss_method, augment)
+      with_loss_grads, loss_method, augment, post_update)
   run_seeds = jnp.array([seed for _, seed in runs], jnp.int32)
   device_index = jnp.asarray(seed_index)
   # Splits held in memory go to the device once, stacked on a leading seed axis; streamed ones
@@ -252,7 +271,8 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     states = states.replace(loss_state=stack_trees(
         [loss_method.init(c) for c in contexts(states, 0)]))
   initial = jax.tree.map(jnp.copy, states.params)
-  best = (jax.tree.map(jnp.copy, states.params), jax.tree.map(jnp.copy, states.model_state))
+  best = ((jax.tree.map(jnp.copy, states.params), jax.tree.map(jnp.copy, states.model_state))
+          if keep == "best" else None)
   best_score = np.full(len(runs), -np.inf)
   best_acc = np.zeros(len(runs))
   best_epoch = np.zeros(len(runs), np.int64)
@@ -280,21 +300,26 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
     if epoch == 0:
       first_step = np.asarray(encoder_step(states.params, initial))
       del initial
-    outputs, val_labels = _outputs(graphdef, states.params, states.model_state, vals,
-                                   eval_batch_size, fields, len(runs))
-    score = np.asarray(score_fn(outputs, val_labels), np.float64)
-    if score.shape != (len(runs),):
-      raise ValueError(f"val_score returned shape {score.shape}; it must return one score per "
-                       f"run, shape ({len(runs)},)")
-    improved = score > best_score
-    best = (select(improved, states.params, best[0]),
-            select(improved, states.model_state, best[1]))
-    best_score = np.where(improved, score, best_score)
-    best_acc = np.where(improved, validation_accuracy(outputs, val_labels), best_acc)
-    best_epoch = np.where(improved, epoch, best_epoch)
-    if np.all(epoch - best_epoch >= patience):
+    if keep == "best" or epoch + 1 == max_epochs:
+      outputs, val_labels = _outputs(graphdef, states.params, states.model_state, vals,
+                                     eval_batch_size, fields, len(runs))
+      score = np.asarray(score_fn(outputs, val_labels), np.float64)
+      if score.shape != (len(runs),):
+        raise ValueError(f"val_score returned shape {score.shape}; it must return one score "
+                         f"per run, shape ({len(runs)},)")
+      improved = score > best_score if keep == "best" else np.ones(len(runs), bool)
+      if keep == "best":
+        best = (select(improved, states.params, best[0]),
+                select(improved, states.model_state, best[1]))
+      best_score = np.where(improved, score, best_score)
+      best_acc = np.where(improved, validation_accuracy(outputs, val_labels), best_acc)
+      best_epoch = np.where(improved, epoch, best_epoch)
+    if on_epoch is not None:
+      on_epoch(epoch, states.params, states.model_state)
+    if keep == "best" and np.all(epoch - best_epoch >= patience):
       break
-  return RunsResult(graphdef, best[0], best[1], np.array([lr for lr, _ in runs]),
+  params, model_state = best if keep == "best" else (states.params, states.model_state)
+  return RunsResult(graphdef, params, model_state, np.array([lr for lr, _ in runs]),
                     np.array([s for _, s in runs]), best_score, best_acc, best_epoch,
                     first_step, diverged, epoch + 1, time.perf_counter() - start)
 
@@ -348,17 +373,26 @@ _PER_RUN = ("learning_rates", "seeds", "best_val_score", "best_val_accuracy", "b
             "first_epoch_encoder_step", "diverged")
 
 
+def predict_runs(graphdef: nnx.GraphDef, params: PyTree, model_state: PyTree, data: Data,
+                 batch_size: int = 128, fields: Sequence[str] = OUTPUT_FIELDS
+                 ) -> dict[str, Any]:
+  """The outputs of R runs' stacked parameters and model state (leading axis R) on `data`, or
+  on `data[r]` for run r when given one dataset per run (equal sizes): fused logits
+  `[R, N, K]`, per-modality logits, encoder features and (for models that have them)
+  shared-space latents `{m: [R, N, ·]}`, and the fused representation fed to the head
+  `[R, N, d]`, limited to `fields` (host arrays)."""
+  num_runs = len(jax.tree.leaves(params)[0])
+  if isinstance(data, (list, tuple)) and len(data) != num_runs:
+    raise ValueError(f"{len(data)} datasets for {num_runs} runs; pass one dataset or one per "
+                     "run")
+  return _outputs(graphdef, params, model_state, data, batch_size, fields, num_runs)[0]
+
+
 def evaluate_runs(result: RunsResult, data: Data, batch_size: int = 128) -> dict[str, Any]:
-  """Every run's outputs at its selected parameters on `data`, or on `data[r]` for run r when
-  given one dataset per run (equal sizes): fused logits `[R, N, K]`, per-modality logits,
-  encoder features and (for models that have them) shared-space latents `{m: [R, N, ·]}`
-  (host arrays)."""
-  if isinstance(data, (list, tuple)) and len(data) != len(result.seeds):
-    raise ValueError(f"{len(data)} datasets for {len(result.seeds)} runs; pass one dataset or "
-                     "one per run")
-  return _outputs(result.graphdef, result.params, result.model_state, data, batch_size,
-                  OUTPUT_FIELDS, len(result.seeds))[0]
+  """`predict_runs` at every run's kept parameters: its outputs on `data`, or on `data[r]` for
+  run r."""
+  return predict_runs(result.graphdef, result.params, result.model_state, data, batch_size)
 
 
-__all__ = ["RunsResult", "evaluate_runs", "sgd_momentum", "take_runs", "train_runs",
-           "validation_accuracy"]
+__all__ = ["RunsResult", "evaluate_runs", "predict_runs", "sgd_momentum", "take_runs",
+           "train_runs", "validation_accuracy"]
