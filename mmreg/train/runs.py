@@ -200,8 +200,9 @@ def train_runs(build_model: Callable[[int], nnx.Module], loss_spec: LossSpec,
   registry's `build_method`), chained before `optimizer(learning_rate=lr)` (wrapped in
   `optax.inject_hyperparams`, so `optimizer` must accept an array learning rate);
   `with_loss_grads`, `loss_method` and `post_update(params, opt_state, epoch) -> params` (e.g.
-  the registry's `build_post_update`) are `make_train_step`'s. A loss-side method's epoch-level state is updated
-  run by run at the start of every epoch, with the run's own optimizer and seed.
+  the registry's `build_post_update`) are `make_train_step`'s. A loss-side method's
+  epoch-level state is updated run by run at the start of every epoch, with the run's own
+  optimizer and seed.
 
   `splits`: one `Splits` for every run, or one per seed (in the order of `seeds`; equal
   train and validation sizes, modalities and shapes). `augment(key, batch) -> batch` (e.g.
