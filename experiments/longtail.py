@@ -5,7 +5,8 @@ view (`fou`, unimodal). The training split (60% of each class, n_max = 120) is c
 n_c = ⌊120·IF^(−c/9)⌋; validation and test stay balanced (30 and 50 per class).
 
 Methods (one linear fused head unless stated), each a method of `mmreg.train`'s registry
-(`HPARAMS["methods"]`) trained by `mmreg.train.make_train_step`:
+(`HPARAMS["methods"]`); the seeds of one (dataset, IF, method) train together in one
+`mmreg.train.train_runs` call, each on its own long-tailed split, keeping the last epoch:
   ce         cross-entropy (`joint`);
   etf_dr     fixed simplex-ETF head (`head="etf"`) trained with the dot-regression loss
              (`etf_dr`, `mmreg.train.loss_methods.etf_dot_regression`);
@@ -24,12 +25,10 @@ Writes results.json, accuracy.png, alignment.png and nc_curves.png under the out
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 import optax
 from absl import flags
@@ -39,9 +38,7 @@ import mmreg
 from mmreg import cli as cli_lib
 from mmreg.data import (
     Splits,
-    eval_batches,
     group_accuracy,
-    iterate_batches,
     load_mfeat,
     longtail_splits,
     shot_groups,
@@ -51,19 +48,19 @@ from mmreg.data import (
 from mmreg.losses import FUSED, LossSpec, fused_ce
 from mmreg.metrics import neural_collapse
 from mmreg.train import (
-    EpochContext,
-    TrainState,
     build_loss_method,
     build_method,
     build_post_update,
-    init_train_state,
+    evaluate_runs,
     make_optimizer,
-    make_predict,
-    make_train_step,
     method_loss_spec,
     model_config_for,
+    split_model,
+    train_runs,
 )
 from mmreg.train.results import mean_ci, write_json
+from mmreg.train.runs import predict_runs
+from mmreg.train.seeds import unstack_tree
 
 DATASETS = {"mfeat": ("fou", "pix"), "mfeat_fou": ("fou",)}
 N_MAX = 120
@@ -93,22 +90,22 @@ _NC_EVERY = flags.DEFINE_integer("nc_every", 5, "Epochs between NC measurements.
 _WORKDIR = cli_lib.define_workdir(FLAGS, "runs/longtail", "Output folder.")
 
 
-class Run(NamedTuple):
-  """One method, built once for every seed and split of a configuration.
+class Setup(NamedTuple):
+  """One method's arguments of `mmreg.train.train_runs`, built once for every seed of a
+  configuration: `build_model(seed)`, the losses, the balancing transform, the optimizer
+  factory (`make_optimizer(HPARAMS["optim"], spe, epochs)` at a given learning rate), the
+  post-update hook and the loss-side method; `graphdef` is the models' graph."""
 
-  `init(seed, splits)`: the train state at step 0; `start_epoch(state, splits, seed,
-  epoch)`: the state with a loss-side method's epoch-level state updated; `step(state,
-  batch)`: `mmreg.train.make_train_step`'s jitted step; `head_weights(state)`: the fused
-  classifier's (kernel `[d, K]`, bias `[K]` or None)."""
-
+  build_model: Callable[[int], nnx.Module]
+  loss_spec: LossSpec
+  method_tx: optax.GradientTransformationExtraArgs
+  optimizer: Callable[..., optax.GradientTransformation]
+  post_update: Callable[..., Any] | None
+  loss_method: Any
   graphdef: nnx.GraphDef
-  init: Callable[[int, Splits], TrainState]
-  start_epoch: Callable[[TrainState, Splits, int, int], TrainState]
-  step: Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]
-  head_weights: Callable[[TrainState], tuple[np.ndarray, np.ndarray | None]]
 
 
-def build_run(method: str, dims: dict[str, int], spe: int, epochs: int) -> Run:
+def method_setup(method: str, dims: dict[str, int], spe: int, epochs: int) -> Setup:
   """The experiment's `method` as its registered method (`HPARAMS["methods"]`): model config,
   losses (the method's, else the fused cross-entropy), transform, post-update hook and
   loss-side method all come from `mmreg.train`'s registry, by name."""
@@ -116,78 +113,63 @@ def build_run(method: str, dims: dict[str, int], spe: int, epochs: int) -> Run:
   model_cfg = model_config_for(name, {"hidden": HPARAMS["hidden"],
                                       "feature_dim": HPARAMS["feature_dim"]}, options)
 
-  def model_for(seed: int) -> nnx.Module:
+  def build_model(seed: int) -> nnx.Module:
     return mmreg.mlp_classifier(dims, NUM_CLASSES, seed=seed, **model_cfg)
 
-  model = model_for(0)
+  def optimizer(learning_rate: Any) -> optax.GradientTransformation:
+    return make_optimizer({**HPARAMS["optim"], "learning_rate": learning_rate}, spe, epochs)
+
+  model = build_model(0)
   labels, modalities = mmreg.param_labels(model), model.modalities
   loss_spec = (method_loss_spec(name, modalities, options)
                or LossSpec({FUSED: fused_ce()}, {FUSED: 1.0}))
   method_tx = build_method(name, labels, modalities, options, total_epochs=epochs,
                            loss_weights=loss_spec.weights, updates_from_stack=True)
-  tx = optax.chain(method_tx, make_optimizer(HPARAMS["optim"], spe, epochs))
-  loss_method = build_loss_method(name, options)
-  graphdef, _ = init_train_state(model, tx, 0)
-  step = make_train_step(graphdef, loss_spec, tx, steps_per_epoch=spe,
-                         post_update=build_post_update(name, labels, options,
-                                                       total_epochs=epochs),
-                         loss_method=loss_method)
-  probe_optimizer = make_optimizer({**HPARAMS["optim"], "schedule": "constant"}, spe, epochs)
-
-  def context(state: TrainState, splits: Splits, seed: int, epoch: int) -> EpochContext:
-    return EpochContext(graphdef, state.params, state.model_state, splits.train, splits.val,
-                        loss_spec, probe_optimizer, HPARAMS["batch_size"], seed, epoch)
-
-  def init(seed: int, splits: Splits) -> TrainState:
-    state = init_train_state(model_for(seed), tx, seed)[1]
-    if loss_method is None:
-      return state
-    return state.replace(loss_state=loss_method.init(context(state, splits, seed, 0)))
-
-  def start_epoch(state: TrainState, splits: Splits, seed: int, epoch: int) -> TrainState:
-    if loss_method is None:
-      return state
-    return state.replace(loss_state=loss_method.update(state.loss_state,
-                                                       context(state, splits, seed, epoch)))
-
-  def head_weights(state: TrainState) -> tuple[np.ndarray, np.ndarray | None]:
-    head = nnx.merge(graphdef, state.params, state.model_state).head
-    bias = getattr(head, "bias", None)
-    return np.asarray(head.kernel[...]), None if bias is None else np.asarray(bias[...])
-
-  return Run(graphdef, init, start_epoch, step, head_weights)
+  return Setup(build_model, loss_spec, method_tx, optimizer,
+               build_post_update(name, labels, options, total_epochs=epochs),
+               build_loss_method(name, options), split_model(model)[0])
 
 
-def collect(predict, state, data, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-  """(fused features, logits) of a whole split, in fixed-size padded batches."""
-  feats, logits = [], []
-  for batch, valid in eval_batches(data, batch_size):
-    out = predict(state.params, state.model_state, batch)
-    feats.append(np.asarray(out.fused)[valid])
-    logits.append(np.asarray(out.logits)[valid])
-  return np.concatenate(feats), np.concatenate(logits)
+def head_weights(graphdef: nnx.GraphDef, params: Any, model_state: Any
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+  """One run's fused classifier: (kernel `[d, K]`, bias `[K]` or None)."""
+  head = nnx.merge(graphdef, params, model_state).head
+  bias = getattr(head, "bias", None)
+  return np.asarray(head.kernel[...]), None if bias is None else np.asarray(bias[...])
 
 
-def run_one(run: Run, splits: Splits, seed: int, epochs: int, nc_every: int) -> dict[str, Any]:
-  predict = make_predict(run.graphdef)
-  state = run.init(seed, splits)
-  bs = HPARAMS["batch_size"]
-  nc_history = []
-  t0 = time.perf_counter()
-  for epoch in range(epochs):
-    state = run.start_epoch(state, splits, seed, epoch)
-    for batch in iterate_batches(splits.train, bs, seed=seed, epoch=epoch):
-      state, _ = run.step(state, batch)
-    if (epoch + 1) % nc_every == 0 or epoch + 1 == epochs:
-      feats, _ = collect(predict, state, splits.train)
-      nc = neural_collapse(feats, splits.train.labels, *run.head_weights(state))
-      nc_history.append({"epoch": epoch + 1, **nc.as_dict()})
-  seconds = time.perf_counter() - t0
-  _, logits = collect(predict, state, splits.test)
-  counts = splits.train.class_counts()
-  acc = group_accuracy(logits.argmax(1), splits.test.labels, counts, shot_thresholds(N_MAX))
-  return {"seed": seed, "accuracy": acc, "nc": nc_history, "train_counts": counts.tolist(),
-          "seconds": seconds}
+def train_seeds(setup: Setup, splits: Sequence[Splits], epochs: int,
+                nc_every: int) -> list[dict[str, Any]]:
+  """Seed s = 0, 1, … trained on `splits[s]` together in one `train_runs` call (the last
+  epoch kept), with the NC metrics of each run's training features every `nc_every` epochs
+  and at the last, and its test accuracy per shot group."""
+  seeds = list(range(len(splits)))
+  trains = [s.train for s in splits]
+  nc_history: list[list[dict[str, Any]]] = [[] for _ in seeds]
+
+  def record_nc(epoch: int, params: Any, model_state: Any) -> None:
+    if (epoch + 1) % nc_every and epoch + 1 != epochs:
+      return
+    fused = predict_runs(setup.graphdef, params, model_state, trains, fields=("fused",))
+    for r, train in enumerate(trains):
+      weights = head_weights(setup.graphdef, *(unstack_tree(t, r)
+                                               for t in (params, model_state)))
+      nc = neural_collapse(fused["fused"][r], train.labels, *weights)
+      nc_history[r].append({"epoch": epoch + 1, **nc.as_dict()})
+
+  result = train_runs(setup.build_model, setup.loss_spec, setup.method_tx, splits,
+                      learning_rates=(HPARAMS["optim"]["learning_rate"],), seeds=seeds,
+                      batch_size=HPARAMS["batch_size"], max_epochs=epochs, patience=epochs,
+                      optimizer=setup.optimizer, post_update=setup.post_update,
+                      loss_method=setup.loss_method, keep="last", on_epoch=record_nc)
+  logits = evaluate_runs(result, [s.test for s in splits])["logits"]
+  out = []
+  for r, s in enumerate(splits):
+    counts = s.train.class_counts()
+    acc = group_accuracy(logits[r].argmax(1), s.test.labels, counts, shot_thresholds(N_MAX))
+    out.append({"seed": seeds[r], "accuracy": acc, "nc": nc_history[r],
+                "train_counts": counts.tolist(), "seconds": result.seconds})
+  return out
 
 
 def summarize(runs: dict[str, list[dict]], thresholds) -> dict[str, Any]:
@@ -304,14 +286,15 @@ def run_longtail(outdir: Path, *, seeds: int, epochs: int, ifs: list[float],
       spe = steps_per_epoch(len(lt[0].train), HPARAMS["batch_size"])
       runs: dict[str, list[dict]] = {}
       for method in methods:
-        run = build_run(method, dims, spe, epochs)
-        for seed in range(seeds):
-          r = run_one(run, lt[seed], seed, epochs, nc_every)
-          runs.setdefault(method, []).append(r)
+        runs[method] = train_seeds(method_setup(method, dims, spe, epochs),
+                                   [lt[seed] for seed in range(seeds)], epochs, nc_every)
+        for r in runs[method]:
           a = r["accuracy"]
-          print(f"{ds:9s} IF={imb:<4g} {method:9s} seed {seed}: overall {a['overall']:.3f} "
-                f"many {a['many']:.3f} medium {a['medium']:.3f} few {a['few']:.3f} "
-                f"NC1 {r['nc'][-1]['nc1']:.3f} ({r['seconds']:.1f} s)", flush=True)
+          print(f"{ds:9s} IF={imb:<4g} {method:9s} seed {r['seed']}: overall "
+                f"{a['overall']:.3f} many {a['many']:.3f} medium {a['medium']:.3f} few "
+                f"{a['few']:.3f} NC1 {r['nc'][-1]['nc1']:.3f}", flush=True)
+        print(f"{ds:9s} IF={imb:<4g} {method:9s} {seeds} seeds trained together in "
+              f"{runs[method][0]['seconds']:.1f} s", flush=True)
       results[ds][f"{imb:g}"] = {"train_counts": lt[0].train.class_counts().tolist(),
                                  "summary": summarize(runs, thresholds), "runs": runs}
   payload = {"config": {"seeds": seeds, "epochs": epochs, "ifs": ifs, "datasets": datasets,

@@ -1,4 +1,5 @@
-"""`experiments.longtail` on the library's step equals the experiment's former hand-written step.
+"""`experiments.longtail` on the library's step and loop equals the experiment's former
+hand-written step.
 
 The oracle is the step `experiments/longtail.py:build_run` had at commit 4b9bb97 (its
 `loss_fn`, :87-97, and `step`, :99-109): the loss is re-computed here in plain JAX from its
@@ -8,6 +9,8 @@ CE + λ·(1/K')·Σ_{c seen} (1 − cos(w_c, μ_c − μ̄)) with the EMA centre
 starts at its first batch mean) advanced by the batch before the cosine (SpA-Reg) — and
 differentiated with `jax.grad`; the transforms after the loss are those the former step
 chained (`spa_proj`, `track_class_centres`, `spa_slerp_hook`, the optimizer).
+The library side is the step `mmreg.train.train_runs` builds from the experiment's
+`method_setup`, step by step, and `train_runs` itself over the oracle's first steps.
 """
 
 import jax
@@ -17,9 +20,17 @@ import optax
 import pytest
 
 import mmreg
-from experiments.longtail import HPARAMS, METHODS, N_MAX, build_run
-from mmreg.data import iterate_batches, load_mfeat, longtail_splits, steps_per_epoch
-from mmreg.train import make_optimizer, model_apply, split_model
+from experiments.longtail import HPARAMS, METHODS, N_MAX, method_setup
+from mmreg.data import Splits, iterate_batches, load_mfeat, longtail_splits, steps_per_epoch
+from mmreg.train import (
+  EpochContext,
+  init_train_state,
+  make_optimizer,
+  make_train_step,
+  model_apply,
+  split_model,
+  train_runs,
+)
 from mmreg.train.diagnostics import find_diagnostics
 
 STEPS = 4
@@ -103,17 +114,33 @@ def former_run(method, dims, spe, seed):
   return (params, tx.init(params), jnp.zeros((k, d)), jnp.zeros((k,), bool)), step
 
 
+def library_run(setup, splits, spe, seed):
+  """The state at the start of epoch 0 and the step `train_runs` builds from `setup`: its
+  transform chained before `optax.inject_hyperparams(setup.optimizer)` at the experiment's
+  learning rate, a loss-side method initialised and updated for the epoch."""
+  lr = HPARAMS["optim"]["learning_rate"]
+  tx = optax.chain(setup.method_tx, optax.inject_hyperparams(setup.optimizer)(learning_rate=lr))
+  graphdef, state = init_train_state(setup.build_model(seed), tx, seed)
+  step = make_train_step(graphdef, setup.loss_spec, tx, steps_per_epoch=spe,
+                         post_update=setup.post_update, loss_method=setup.loss_method)
+  if setup.loss_method is not None:
+    context = EpochContext(graphdef, state.params, state.model_state, splits.train, splits.val,
+                           setup.loss_spec, setup.optimizer(lr), HPARAMS["batch_size"], seed, 0)
+    state = state.replace(loss_state=setup.loss_method.update(setup.loss_method.init(context),
+                                                              context))
+  return state, step
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_library_step_equals_former_step(method, splits):
   dims = {v: splits.train.input_shapes[v][0] for v in ("fou", "pix")}
   bs = HPARAMS["batch_size"]
   spe = steps_per_epoch(len(splits.train), bs)
-  run = build_run(method, dims, spe, EPOCHS)
-  state = run.start_epoch(run.init(1, splits), splits, 1, 0)
+  state, step = library_run(method_setup(method, dims, spe, EPOCHS), splits, spe, seed=1)
   carry, former_step = former_run(method, dims, spe, seed=1)
   batches = iterate_batches(splits.train, bs, seed=1, epoch=0)
   for _, batch in zip(range(STEPS), batches, strict=False):
-    state, metrics = run.step(state, batch)
+    state, metrics = step(state, batch)
     carry, former_loss = former_step(carry, batch, jnp.int32(0))
     objective = metrics["loss/total"] + find_diagnostics(state.opt_state).get("spa_reg_loss", 0.0)
     np.testing.assert_allclose(objective, former_loss, rtol=1e-5, atol=1e-7)
@@ -123,6 +150,27 @@ def test_library_step_equals_former_step(method, splits):
     centres = mmreg.find_class_centres(state.opt_state)
     np.testing.assert_allclose(centres.centres, carry[2], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(centres.seen, carry[3])
+
+
+@pytest.mark.parametrize("method", ["etf_dr", "spa_slerp"])
+def test_train_runs_equals_former_steps(method, splits):
+  """`train_runs` on the experiment's setup (a loss-side method; a post-update hook) over one
+  epoch of a training split cut to `STEPS` batches ends at the former steps' parameters."""
+  dims = {v: splits.train.input_shapes[v][0] for v in ("fou", "pix")}
+  bs = HPARAMS["batch_size"]
+  spe = steps_per_epoch(len(splits.train), bs)
+  cut = Splits(splits.train.take(np.arange(STEPS * bs)), splits.val, splits.test)
+  setup = method_setup(method, dims, spe, EPOCHS)
+  result = train_runs(setup.build_model, setup.loss_spec, setup.method_tx, [cut],
+                      learning_rates=(HPARAMS["optim"]["learning_rate"],), seeds=(1,),
+                      batch_size=bs, max_epochs=1, patience=1, optimizer=setup.optimizer,
+                      post_update=setup.post_update, loss_method=setup.loss_method,
+                      keep="last")
+  carry, former_step = former_run(method, dims, spe, seed=1)
+  for batch in iterate_batches(cut.train, bs, seed=1, epoch=0):
+    carry, _ = former_step(carry, batch, jnp.int32(0))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=2e-5, atol=2e-6),
+               result.params, carry[0])
 
 
 def test_spa_reg_adds_only_the_regulariser_gradient():
@@ -155,10 +203,10 @@ def test_spa_reg_and_etf_dr_errors():
   with pytest.raises(ValueError, match="penultimate"):
     tx.update(params, tx.init(params), params)
   splits = longtail_splits(load_mfeat(("fou",), seed=0), 10.0, seed=0, n_max=N_MAX)
-  run = build_run("ce", {"fou": splits.train.input_shapes["fou"][0]}, 10, 1)
-  state = run.init(0, splits)
-  context = mmreg.train.EpochContext(run.graphdef, state.params, state.model_state,
-                                     splits.train, splits.val, None, None, 32, 0, 0)
+  setup = method_setup("ce", {"fou": splits.train.input_shapes["fou"][0]}, 10, 1)
+  graphdef, params, model_state = split_model(setup.build_model(0))
+  context = mmreg.train.EpochContext(graphdef, params, model_state, splits.train, splits.val,
+                                     None, None, 32, 0, 0)
   with pytest.raises(ValueError, match="head='etf'"):
     mmreg.train.build_loss_method("etf_dr").init(context)
 

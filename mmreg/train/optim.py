@@ -27,7 +27,8 @@ def learning_rate_schedule(cfg: Mapping[str, Any], steps_per_epoch: int,
     return optax.piecewise_constant_schedule(lr, boundaries)
   if name == "cosine":
     warmup = int(cfg.get("warmup_epochs", 0)) * steps_per_epoch
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_epochs * steps_per_epoch)
+    unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, total_epochs * steps_per_epoch)
+    return lambda count: lr * unit(count)
   raise ValueError(f"unknown schedule {name!r}; valid schedules: {list(SCHEDULES)}")
 
 
