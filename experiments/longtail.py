@@ -142,7 +142,8 @@ def train_seeds(setup: Setup, splits: Sequence[Splits], epochs: int,
                 nc_every: int) -> list[dict[str, Any]]:
   """Seed s = 0, 1, … trained on `splits[s]` together in one `train_runs` call (the last
   epoch kept), with the NC metrics of each run's training features every `nc_every` epochs
-  and at the last, and its test accuracy per shot group."""
+  and at the last, and its test accuracy per shot group; `seconds` is the time of the joint
+  `train_runs` call (compilation, training and NC metrics of all seeds)."""
   seeds = list(range(len(splits)))
   trains = [s.train for s in splits]
   nc_history: list[list[dict[str, Any]]] = [[] for _ in seeds]
