@@ -55,11 +55,11 @@ from mmreg.train import (
     make_optimizer,
     method_loss_spec,
     model_config_for,
+    predict_runs,
     split_model,
     train_runs,
 )
 from mmreg.train.results import mean_ci, write_json
-from mmreg.train.runs import predict_runs
 from mmreg.train.seeds import unstack_tree
 
 DATASETS = {"mfeat": ("fou", "pix"), "mfeat_fou": ("fou",)}

@@ -26,7 +26,14 @@ from mmreg.train.methods import (
     register_method,
 )
 from mmreg.train.optim import learning_rate_schedule, make_optimizer
-from mmreg.train.runs import RunsResult, evaluate_runs, take_runs, train_runs
+from mmreg.train.runs import (
+    RunsResult,
+    evaluate_runs,
+    predict_runs,
+    take_runs,
+    train_runs,
+    validation_accuracy,
+)
 from mmreg.train.step import (
     TrainState,
     init_train_state,
@@ -67,8 +74,10 @@ __all__ = [
     "model_config_for",
     "per_loss_feature_grads",
     "pmr",
+    "predict_runs",
     "register_method",
     "split_model",
     "take_runs",
     "train_runs",
+    "validation_accuracy",
 ]
