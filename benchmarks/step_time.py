@@ -10,7 +10,10 @@ interquartile range over rounds. Beside each time ratio: the ratio of XLA's FLOP
 (`cost_analysis`) and the compiled step's peak memory (`memory_analysis`: arguments + outputs +
 temporaries − donated aliases), so the distance to the FLOP floor is visible. XLA counts a
 `lax.cond` at its costliest branch: a RedReg row that probes every k > 1 steps also reports a
-step without the probe (FLOP x, mem x) and the mean FLOP x over the k steps.
+step without the probe (FLOP x, mem x) and the mean FLOP x over the k steps. `faults` is the
+median number of minor page faults per step (`getrusage`): a step whose buffers the allocator
+maps afresh each time (glibc's malloc maps blocks above 32 MiB with mmap and unmaps them on free)
+pays for touching every new page.
 
 `stack` is joint training that also computes the per-loss gradient stack over all parameters
 (what a stack method pays before its own work); `stack_vmap` the same with the stack as one
@@ -53,6 +56,11 @@ from mmreg.train import (
     loss_grads_mask,
     make_train_step,
 )
+
+try:
+  import resource
+except ImportError:  # Windows: no page-fault count
+  resource = None
 
 # row: (registered method, options)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -366,19 +374,27 @@ def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None
   return runners
 
 
+def minor_faults() -> int:
+  """Minor page faults of this process so far (0 where `resource` is missing)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+
+
 def measure(runners: dict[str, Callable[[int], None]], rounds: int, steps: int
-            ) -> dict[str, list[float]]:
-  """Seconds per step of every runner, one entry per round, rounds interleaved."""
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+  """Seconds and minor page faults per step of every runner, one entry per round, rounds
+  interleaved."""
   for run in runners.values():  # warm up
     run(2)
   times: dict[str, list[float]] = {k: [] for k in runners}
+  faults: dict[str, list[float]] = {k: [] for k in runners}
   order = np.random.default_rng(0)
   for _ in range(rounds):
     for name in order.permutation(list(runners)):  # no row always follows the same one
-      t0 = time.perf_counter()
+      f0, t0 = minor_faults(), time.perf_counter()
       runners[name](steps)
       times[name].append((time.perf_counter() - t0) / steps)
-  return times
+      faults[name].append((minor_faults() - f0) / steps)
+  return times, faults
 
 
 def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
@@ -415,7 +431,7 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
   if torch_rows:
     runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
-  times = measure(runners, args.rounds, args.steps)
+  times, faults = measure(runners, args.rounds, args.steps)
   joint = times["mmreg/joint"]
   rows = {}
   for name in methods:
@@ -424,11 +440,13 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
            "flops_x_joint": compiled[name]["flops"] / compiled["joint"]["flops"],
            "peak_mib": compiled[name]["peak_bytes"] / 2**20,
            "peak_x_joint": compiled[name]["peak_bytes"] / compiled["joint"]["peak_bytes"],
+           "faults_per_step": statistics.median(faults[f"mmreg/{name}"]),
            **probe_flops(compiled[name], compiled["joint"])}
     if name in torch_rows:
       tt = times[f"torch/{name}"]
       row["torch_ms"] = 1e3 * statistics.median(tt)
       row["torch_over_mmreg"] = ratio_stats(tt, t)
+      row["torch_faults_per_step"] = statistics.median(faults[f"torch/{name}"])
     rows[name] = row
   return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
 
@@ -436,12 +454,13 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
 def print_shape(result: dict[str, Any]) -> None:
   print(f"\n{result['label']}")
   print(f"{'row':<18}{'ms':>9}{'x joint [IQR]':>22}{'FLOP x':>8}{'peak MiB':>10}{'mem x':>7}"
-        f"{'torch ms':>10}{'torch/mmreg [IQR]':>22}")
+        f"{'faults':>8}{'torch ms':>10}{'torch/mmreg [IQR]':>22}")
   for name, r in result["rows"].items():
     x = r.get("x_joint")
     line = (f"{name:<18}{r['ms']:>9.3f}{x['median']:>8.2f} [{x['q1']:.2f}, {x['q3']:.2f}]"
             if x else f"{name:<18}{'-':>9}{'-':>22}")
     line += f"{r['flops_x_joint']:>8.2f}{r['peak_mib']:>10.2f}{r['peak_x_joint']:>7.2f}"
+    line += f"{r['faults_per_step']:>8.0f}" if "faults_per_step" in r else f"{'-':>8}"
     if "torch_ms" in r:
       t = r["torch_over_mmreg"]
       line += f"{r['torch_ms']:>10.3f}{t['median']:>8.2f} [{t['q1']:.2f}, {t['q3']:.2f}]"

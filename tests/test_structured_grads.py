@@ -13,7 +13,13 @@ from mmreg.models import FUSIONS, build_model
 from mmreg.train import init_train_state, loss_grads_mask, make_train_step
 from mmreg.train.step import model_apply, split_model
 from mmreg.train.structured_grads import reach, structured_loss_grads
-from mmreg.transforms._common import common_scale, gram, stack_row_masks, stack_rows
+from mmreg.transforms._common import (
+  common_scale,
+  gram,
+  row_reduce,
+  stack_row_masks,
+  stack_rows,
+)
 
 K = 4
 
@@ -248,6 +254,27 @@ def test_row_mask_consumers_skip_zero_rows():
   G_plain, s_plain = gram(rows)
   np.testing.assert_allclose(G, G_plain, rtol=1e-6)
   assert float(s) == float(s_plain) == float(common_scale(rows, masks))
+  for size in (1e30, 1e-30):  # ‖g‖² would overflow / underflow without s
+    rows_far = [r * np.float32(size) for r in rows]
+    G_far, s_far = gram(rows_far, masks)
+    assert float(s_far) == float(common_scale(rows_far, masks)) != 1.0
+    np.testing.assert_allclose(np.asarray(G_far, np.float64) * (float(s_far) / size) ** 2,
+                               flat @ flat.T, rtol=1e-5)
   big = LossGrads(grads={"e": jnp.asarray(e * 0 + np.float32(1e30) * (e != 0))},
                   names=("f", "a", "b"), nonzero=((True, True, False),))
   assert float(common_scale(stack_rows(big, ("f",)), stack_row_masks(big, ("f",)))) == 2.0 ** 100
+
+
+def test_row_reduce_sums_and_peaks_every_group_in_one_pass():
+  # oracle: float64 NumPy sums of products and maxima, row by row
+  rng = np.random.default_rng(2)
+  for shape in ((3,), (3, 5), (3, 1000, 7), (3, 2, 3, 4)):
+    g = rng.normal(size=shape).astype(np.float32)
+    pairs = [(0, 0), (0, 2), (2, 2)]
+    sums = row_reduce(jnp.asarray(g), pairs, lambda a, b: a * b, jnp.add)
+    g64 = g.astype(np.float64)
+    want = [np.sum(g64[i] * g64[j]) for i, j in pairs]
+    np.testing.assert_allclose(np.asarray(sums, np.float64), want, rtol=2e-6, atol=1e-6)
+    peaks = row_reduce(jnp.asarray(g), [(1,), (2,)], jnp.abs, jnp.maximum)
+    np.testing.assert_array_equal(np.asarray(peaks), np.abs(g[1:]).reshape(2, -1).max(axis=1))
+

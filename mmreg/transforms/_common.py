@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -13,6 +14,7 @@ from mmreg.models.labels import ROLE_LABELS
 from mmreg.tree import check_modalities, flat_labels
 
 PyTree = Any
+ONE_STAGE_SIZE = 4096  # row size reduced in one stage by `row_reduce`
 
 
 def resolve_labels(param_labels: Any, updates: PyTree, modalities: Sequence[str] | None,
@@ -75,19 +77,19 @@ def common_scale(arrays: Sequence[jax.Array | None],
   """One power of two above the largest |entry| of all `arrays` (1 if all zero); dividing by
   it is exact and keeps float32 dot products from overflowing (|g| ≳ 1e19) or underflowing.
   `masks` (optional, one per array: which rows of its leading axis can be non-zero, as
-  `stack_row_masks` gives) skips the rows known to be zero; each row is reduced where it lies
-  (a static slice), so neither the stack nor a selection of its rows is copied. s is at least
-  2^-126 (float32's smallest normal), so 1/s is finite and multiplying by it is exact too."""
+  `stack_row_masks` gives) skips the rows known to be zero; the rows of a leaf are reduced where
+  they lie (static slices, one variadic reduction), so neither the stack nor a selection of its
+  rows is copied. s is at least 2^-126 (float32's smallest normal), so 1/s is finite and
+  multiplying by it is exact too."""
   masks = masks if masks is not None else [None] * len(arrays)
-  peaks = [jnp.max(jnp.abs(a[i].astype(jnp.float32)))
-           for a, r in zip(arrays, masks, strict=True) if a is not None
-           for i in _row_indices(a, r)]
+  peaks = [p for a, r in zip(arrays, masks, strict=True) if a is not None
+           for p in row_reduce(a, [(i,) for i in row_indices(a, r)], jnp.abs, jnp.maximum)]
   if not peaks:
     return power_of_two_scale(jnp.zeros((1,), jnp.float32))
   return jnp.maximum(power_of_two_scale(jnp.stack(peaks)), 2.0 ** -126)
 
 
-def _row_indices(a: jax.Array, rows: Sequence[bool] | None) -> list[int]:
+def row_indices(a: jax.Array, rows: Sequence[bool] | None) -> list[int]:
   """Positions of the rows of `a` that `rows` marks (all of them for None)."""
   return list(range(a.shape[0])) if rows is None else [i for i, r in enumerate(rows) if r]
 
@@ -113,47 +115,74 @@ def stack_row_masks(loss_grads: Any, names: Sequence[str]) -> list[tuple[bool, .
   return [tuple(m[i] for i in idx) for m in loss_grads.row_masks()]
 
 
-def scaled_dot(a: jax.Array, b: jax.Array | None, inv_s: jax.Array,
-               inv_s_b: jax.Array | None = None) -> jax.Array:
-  """⟨a/s, b/s⟩ (b = None: ‖a/s‖²) in float32 as one fused multiply-and-sum, with `inv_s` = 1/s
-  for a power of two s (multiplying by it is exact); `inv_s_b` (default `inv_s`) scales b."""
-  a = a.astype(jnp.float32) * inv_s
-  if b is None:
-    return jnp.sum(jnp.square(a))
-  return jnp.sum(a * (b.astype(jnp.float32) * (inv_s if inv_s_b is None else inv_s_b)))
+def row_reduce(g: jax.Array, groups: Sequence[tuple[int, ...]],
+               term: Callable[..., jax.Array], combine: Callable[[jax.Array, jax.Array], jax.Array]
+               ) -> list[jax.Array]:
+  """[reduction of term(g_i, ...) for each group of row positions] over the rows of one stacked
+  leaf `g` (`[L, ...]`), in float32, with `combine` (add, maximum) and 0 as its identity. All
+  groups come from one variadic reduction, which reads each row once where it lies (static
+  slices: no gathered or scaled copy is stored). It reduces along the leaf's last axis, then
+  the partial results, so a float32 sum's round-off stays near a pairwise sum's; a row of at
+  most `ONE_STAGE_SIZE` elements is reduced in one stage (one operation fewer)."""
+  if not groups:
+    return []
+  size = math.prod(g.shape[1:])
+  width = g.shape[-1] if g.ndim > 1 and size > ONE_STAGE_SIZE else size
+  rows = {i: g[i].astype(jnp.float32).reshape(-1, width) for grp in groups for i in grp}
+  terms = tuple(term(*(rows[i] for i in grp)) for grp in groups)
+  partial = jax.lax.reduce(terms, (jnp.float32(0),) * len(groups),
+                           lambda x, y: tuple(combine(u, v) for u, v in zip(x, y, strict=True)),
+                           (1,))
+  if width == size:  # one row: the reduction is complete
+    return [p[0] for p in partial]
+  return [jax.lax.reduce(p, jnp.float32(0), combine, (0,)) for p in partial]
 
 
 def leaf_gram(g: jax.Array, rows: Sequence[bool] | None, s: jax.Array) -> jax.Array:
   """`[L, L]` Gram matrix of the rows of one stacked leaf `g` (`[L, ...]`), divided by s² (s a
-  power of two, as `common_scale` gives); the rows that `rows` marks as zero give zeros without
-  being read. Each entry is one fused multiply-and-sum of static row slices, so the leaf is
-  neither gathered nor rescaled as a copy: every product gets its own copy of the scalar 1/s
-  (through an optimization barrier), since a scaled row shared by two sums would be stored."""
+  power of two, as `common_scale` gives): ⟨g_i/s, g_j/s⟩ for every pair of the rows that `rows`
+  marks, from one variadic reduction (`row_reduce`); the other rows give zeros without being
+  read. Dividing by s is exact and keeps the sums finite for any finite g."""
   L = g.shape[0]
-  idx = _row_indices(g, rows)
+  idx = row_indices(g, rows)
   pairs = [(i, j) for p, i in enumerate(idx) for j in idx[p:]]
-  inv_s = jax.lax.optimization_barrier((1.0 / s,) * (2 * len(pairs)))
+  inv_s = 1.0 / s
   entries = {}
-  for k, (i, j) in enumerate(pairs):
-    b = None if i == j else g[j]
-    entries[i, j] = entries[j, i] = scaled_dot(g[i], b, inv_s[2 * k], inv_s[2 * k + 1])
+  if pairs:
+    values = row_reduce(g, pairs, lambda a, b: (a * inv_s) * (b * inv_s), jnp.add)
+    for (i, j), v in zip(pairs, values, strict=True):
+      entries[i, j] = entries[j, i] = v
   zero = jnp.zeros((), jnp.float32)
   return jnp.stack([jnp.stack([entries.get((i, j), zero) for j in range(L)]) for i in range(L)])
+
+
+def leaf_grams(rows: Sequence[jax.Array | None],
+               masks: Sequence[Sequence[bool] | None] | None = None
+               ) -> tuple[list[jax.Array | None], jax.Array]:
+  """([G_l/s²], s): the `[L, L]` Gram matrix of each leaf shaped `[L, ...]` (None for a None
+  leaf or one without non-zero rows) on g/s, s = `common_scale(rows)`, so they are finite for
+  any finite g. `masks` (optional, from `stack_row_masks`) skips the rows known to be zero. Two
+  passes over each leaf's non-zero rows: one variadic reduction for their peaks, one for all
+  their dot products (k(k+1)/2 for k rows)."""
+  masks = masks if masks is not None else [None] * len(rows)
+  used = [j for j, (r, m) in enumerate(zip(rows, masks, strict=True))
+          if r is not None and _any(m)]
+  out: list[jax.Array | None] = [None] * len(rows)
+  if not used:
+    return out, power_of_two_scale(jnp.zeros((1,), jnp.float32))
+  s = common_scale([rows[j] for j in used], [masks[j] for j in used])
+  for j in used:
+    out[j] = leaf_gram(rows[j], masks[j], s)
+  return out, s
 
 
 def gram(rows: Sequence[jax.Array | None],
          masks: Sequence[Sequence[bool] | None] | None = None) -> tuple[jax.Array, jax.Array]:
   """(G/s², s): G_ij = Σ_leaves ⟨g_i, g_j⟩ for leaves shaped `[L, ...]` (None leaves contribute
-  0), computed on g/s with s = `common_scale(rows)` so it stays finite for any finite g.
-  `masks` (optional, from `stack_row_masks`) skips the rows known to be zero: a leaf with k
-  non-zero rows costs k(k+1)/2 fused dot products instead of L(L+1)/2."""
-  masks = masks if masks is not None else [None] * len(rows)
-  pairs = [(r, m) for r, m in zip(rows, masks, strict=True) if r is not None and _any(m)]
+  0), from `leaf_grams`."""
   L = next(r for r in rows if r is not None).shape[0]
-  if not pairs:
-    return jnp.zeros((L, L), jnp.float32), power_of_two_scale(jnp.zeros((1,), jnp.float32))
-  s = common_scale([r for r, _ in pairs], [m for _, m in pairs])
-  return sum((leaf_gram(r, m, s) for r, m in pairs), jnp.zeros((L, L), jnp.float32)), s
+  grams, s = leaf_grams(rows, masks)
+  return sum((g for g in grams if g is not None), jnp.zeros((L, L), jnp.float32)), s
 
 
 def check_loss_stack(loss_grads: Any, names: Sequence[str], method: str) -> None:

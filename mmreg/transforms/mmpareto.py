@@ -17,9 +17,10 @@ the origin (Pareto-stationary) and the computed g̃ is round-off, which the auth
 would blow up to ‖g_sum‖ in an arbitrary direction (or to inf/NaN when it is exactly 0). A block
 whose ‖w_1 g_mm + w_2 g_uni‖ is at most `stationary_tol`·(w_1‖g_mm‖ + w_2‖g_uni‖) gets 0.
 
-Cost: per leaf, one fused dot product per pair of its non-zero rows and one pass over the two
-rows that form g̃; all on g/s, s one power of two above the largest entry (exact, so finite for
-any finite gradients), folded into those passes rather than applied to a copy of the stack.
+Cost: per leaf, two variadic reductions over its non-zero rows (their peaks; every dot product
+of a pair of them) and one pass over the two rows that form g̃; all on g/s, s one power of two
+above the largest entry (exact, so finite for any finite gradients), folded into those passes
+rather than applied to a copy of the stack (`mmreg.transforms._common.leaf_grams`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ import optax
 from mmreg.losses.spec import FUSED
 from mmreg.transforms._common import (
   check_loss_stack,
-  common_scale,
-  leaf_gram,
+  leaf_grams,
   resolve_labels,
   stack_rows,
 )
@@ -111,40 +111,34 @@ def mmpareto(param_labels: Any, *, gamma: Any = 1.5, modalities: Sequence[str] |
     L = loss_grads.num_losses
     i_mm = loss_grads.index(fused_loss)
     masks = loss_grads.row_masks()
-    # One power of two s for the whole stack (no ‖g‖² overflows or underflows), folded into
-    # fused dot products and row sums: the stack is never copied, its zero rows never read.
-    s = common_scale([rows[j] for j in used], [masks[j] for j in used])
-    grams = {j: leaf_gram(rows[j], masks[j], s) for j in used}
-    scaled = {j: (lambda i, j=j: rows[j][i].reshape(-1).astype(jnp.float32) / s)
-              for j in used}
-
-    def solve():
-      new_leaves, cosines, weights, stationary = {}, [], [], []
-      for m in mods:
-        idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
-        block = sum((grams[j] for j in idx), jnp.zeros((L, L), jnp.float32))
-        a, b, c = block[i_mm, i_mm], block[i_uni, i_uni], block[i_mm, i_uni]
-        norms = jnp.sqrt(a * b)
-        cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
-        w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
-        new = {j: 2.0 * (w1 * scaled[j](i_mm) + (1.0 - w1) * scaled[j](i_uni)) for j in idx}
-        new_sq = {j: v @ v for j, v in new.items()}
-        d_norm = 0.5 * jnp.sqrt(sum(new_sq.values(), jnp.zeros((), jnp.float32)))
-        is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
-        for j in idx:
-          total_norm = jnp.sqrt(jnp.maximum(w @ grams[j] @ w, 0.0))
-          new_norm = jnp.sqrt(new_sq[j])
-          rescale = jnp.where(total_norm > new_norm,
-                              total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)
-          rescale = jnp.where(is_stationary, 0.0, rescale)
-          new_leaves[j] = (gamma * rescale * new[j] * s).reshape(flat[j].shape).astype(
-              flat[j].dtype)
-        cosines.append(cos)
-        weights.append(w1)
-        stationary.append(is_stationary.astype(jnp.float32))
-      return new_leaves, jnp.stack(cosines), jnp.stack(weights), jnp.stack(stationary)
-
-    new_leaves, cosines, weights, stationary = solve()
+    # Per-leaf Gram matrices of g/s, s one power of two for the whole stack (`leaf_grams`); s is
+    # folded into the passes that form g̃: the stack is never copied, its zero rows never read.
+    grams, s = leaf_grams([r if j in used else None for j, r in enumerate(rows)], masks)
+    new_leaves, cosines, weights, stationary = {}, [], [], []
+    for m in mods:
+      idx, i_uni = blocks[m], loss_grads.index(unimodal[m])
+      block = sum((grams[j] for j in idx), jnp.zeros((L, L), jnp.float32))
+      a, b, c = block[i_mm, i_mm], block[i_uni, i_uni], block[i_mm, i_uni]
+      norms = jnp.sqrt(a * b)
+      cos = jnp.where(norms > 0, c / jnp.where(norms > 0, norms, 1.0), 0.0)
+      w1 = jnp.where(cos > 0, 0.5, two_task_min_norm(a, c, b))
+      # g̃ = 2·half (on g/s); the factor 2 is applied outside the sums of squares
+      half = {j: w1 * (rows[j][i_mm].astype(jnp.float32) / s)
+              + (1.0 - w1) * (rows[j][i_uni].astype(jnp.float32) / s) for j in idx}
+      half_sq = {j: jnp.sum(jnp.square(v)) for j, v in half.items()}
+      d_norm = jnp.sqrt(sum(half_sq.values(), jnp.zeros((), jnp.float32)))
+      is_stationary = d_norm <= stationary_tol * (w1 * jnp.sqrt(a) + (1.0 - w1) * jnp.sqrt(b))
+      for j in idx:
+        total_norm = jnp.sqrt(jnp.maximum(w @ grams[j] @ w, 0.0))
+        new_norm = 2.0 * jnp.sqrt(half_sq[j])
+        rescale = jnp.where(total_norm > new_norm,
+                            total_norm / jnp.where(new_norm > 0, new_norm, 1.0), 1.0)
+        factor = jnp.where(is_stationary, 0.0, 2.0 * gamma * rescale * s)
+        new_leaves[j] = (factor * half[j]).astype(flat[j].dtype)
+      cosines.append(cos)
+      weights.append(w1)
+      stationary.append(is_stationary.astype(jnp.float32))
+    cosines, weights, stationary = jnp.stack(cosines), jnp.stack(weights), jnp.stack(stationary)
     for j, v in new_leaves.items():
       out[j] = v
     diagnostics = {"cosine": cosines, "weight_fused": weights, "stationary": stationary}
