@@ -28,6 +28,15 @@ cores, like XLA's CPU backend.
                                  [--conv] [--rounds 5 --steps 10 --json out.json]
   python -m benchmarks.step_time --tiny      # one small shape, seconds
   python -m benchmarks.step_time --rounds 0  # compile only: FLOP x and mem x, no timing
+  python -m benchmarks.step_time --against DIR  # before/after: DIR's mmreg beside this one
+
+`--against DIR` times the same rows with the mmreg package of another checkout DIR (e.g.
+`git worktree add /tmp/base <commit>`) beside the current one: a child process imports DIR's
+mmreg, compiles the rows and runs a row's steps when the parent asks, timing them itself, so its
+rows join the interleaved rounds (the two processes never run at once). Each row then reports
+`against/current`, DIR's step time over the current one's, per round (median and IQR), and
+`against x joint`, DIR's ratio to its own joint step: two processes differ by a few percent
+even on identical code (memory layout), which the ratios to joint of each process cancel.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -379,10 +390,13 @@ def minor_faults() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
-def measure(runners: dict[str, Callable[[int], None]], rounds: int, steps: int
+Runner = Callable[[int], "tuple[float, float] | None"]
+
+
+def measure(runners: dict[str, Runner], rounds: int, steps: int
             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
   """Seconds and minor page faults per step of every runner, one entry per round, rounds
-  interleaved."""
+  interleaved. A runner that returns (seconds, faults) timed itself (in another process)."""
   for run in runners.values():  # warm up
     run(2)
   times: dict[str, list[float]] = {k: [] for k in runners}
@@ -391,10 +405,72 @@ def measure(runners: dict[str, Callable[[int], None]], rounds: int, steps: int
   for _ in range(rounds):
     for name in order.permutation(list(runners)):  # no row always follows the same one
       f0, t0 = minor_faults(), time.perf_counter()
-      runners[name](steps)
-      times[name].append((time.perf_counter() - t0) / steps)
-      faults[name].append((minor_faults() - f0) / steps)
+      own = runners[name](steps)
+      seconds, count = own or (time.perf_counter() - t0, minor_faults() - f0)
+      times[name].append(seconds / steps)
+      faults[name].append(count / steps)
   return times, faults
+
+
+PROTOCOL = "step_time:"  # prefix of the lines a `--serve` child answers with
+
+
+def serve(shape: Shape, methods: list[str], loss_grads_impl: str) -> None:
+  """Child side of `--against`: compile the rows with this process's mmreg, answer with their
+  compiled figures and the package's folder, then run each `row steps` request read from stdin
+  and answer its seconds and minor page faults."""
+  runners, compiled = mmreg_steps(shape, methods, loss_grads_impl)
+  package = os.path.dirname(os.path.abspath(mmreg.__file__))
+  print(PROTOCOL + json.dumps({"compiled": compiled, "package": package}), flush=True)
+  for line in sys.stdin:
+    row, steps = line.split()
+    f0, t0 = minor_faults(), time.perf_counter()
+    runners[row](int(steps))
+    print(f"{PROTOCOL}{time.perf_counter() - t0} {minor_faults() - f0}", flush=True)
+
+
+class AgainstRows:
+  """Parent side of `--against`: this script in a child process that imports the mmreg of the
+  checkout `directory` (first on its PYTHONPATH) and serves the rows of one shape."""
+
+  def __init__(self, directory: str, shape: Shape, methods: list[str], loss_grads_impl: str):
+    directory = os.path.abspath(directory)
+    if not os.path.isfile(os.path.join(directory, "mmreg", "__init__.py")):
+      raise SystemExit(f"--against {directory}: no mmreg package there; pass a checkout of this "
+                       "repository (git worktree add DIR <commit>)")
+    path = os.pathsep.join(p for p in (directory, os.environ.get("PYTHONPATH")) if p)
+    self.child = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve",
+         json.dumps(dataclasses.asdict(shape)), "--methods", ",".join(methods),
+         "--loss-grads-impl", loss_grads_impl],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": path})
+    hello = json.loads(self._answer())
+    if os.path.dirname(hello["package"]) != directory:
+      self.close()
+      raise SystemExit(f"--against {directory}: the child imported mmreg from "
+                       f"{hello['package']}, not from there; remove what puts that copy ahead "
+                       "of PYTHONPATH on sys.path")
+    self.compiled: dict[str, dict[str, float]] = hello["compiled"]
+
+  def _answer(self) -> str:
+    for line in self.child.stdout:
+      if line.startswith(PROTOCOL):
+        return line[len(PROTOCOL):]
+    raise SystemExit(f"the --against child exited with status {self.child.wait()} before "
+                     "answering (its error is printed above)")
+
+  def runner(self, row: str) -> Runner:
+    def run(steps: int) -> tuple[float, float]:
+      self.child.stdin.write(f"{row} {steps}\n")
+      self.child.stdin.flush()
+      seconds, faults = map(float, self._answer().split())
+      return seconds, faults
+    return run
+
+  def close(self) -> None:
+    self.child.stdin.close()
+    self.child.wait(timeout=60)
 
 
 def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
@@ -431,7 +507,15 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
   if torch_rows:
     runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
-  times, faults = measure(runners, args.rounds, args.steps)
+  against = None
+  if args.against:
+    against = AgainstRows(args.against, shape, methods, args.loss_grads_impl)
+    runners.update({f"against/{k}": against.runner(k) for k in methods})
+  try:
+    times, faults = measure(runners, args.rounds, args.steps)
+  finally:
+    if against:
+      against.close()
   joint = times["mmreg/joint"]
   rows = {}
   for name in methods:
@@ -447,6 +531,12 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
       row["torch_ms"] = 1e3 * statistics.median(tt)
       row["torch_over_mmreg"] = ratio_stats(tt, t)
       row["torch_faults_per_step"] = statistics.median(faults[f"torch/{name}"])
+    if against:
+      ta = times[f"against/{name}"]
+      row["against_ms"] = 1e3 * statistics.median(ta)
+      row["against_over_current"] = ratio_stats(ta, t)
+      row["against_x_joint"] = ratio_stats(ta, times["against/joint"])
+      row["against_flops_x"] = against.compiled[name]["flops"] / compiled[name]["flops"]
     rows[name] = row
   return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
 
@@ -454,7 +544,8 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
 def print_shape(result: dict[str, Any]) -> None:
   print(f"\n{result['label']}")
   print(f"{'row':<18}{'ms':>9}{'x joint [IQR]':>22}{'FLOP x':>8}{'peak MiB':>10}{'mem x':>7}"
-        f"{'faults':>8}{'torch ms':>10}{'torch/mmreg [IQR]':>22}")
+        f"{'faults':>8}{'torch ms':>10}{'torch/mmreg [IQR]':>22}"
+        f"{'against ms':>12}{'against/current [IQR]':>24}{'against x joint':>17}")
   for name, r in result["rows"].items():
     x = r.get("x_joint")
     line = (f"{name:<18}{r['ms']:>9.3f}{x['median']:>8.2f} [{x['q1']:.2f}, {x['q3']:.2f}]"
@@ -464,6 +555,12 @@ def print_shape(result: dict[str, Any]) -> None:
     if "torch_ms" in r:
       t = r["torch_over_mmreg"]
       line += f"{r['torch_ms']:>10.3f}{t['median']:>8.2f} [{t['q1']:.2f}, {t['q3']:.2f}]"
+    elif "against_ms" in r:
+      line += f"{'-':>10}{'-':>22}"
+    if "against_ms" in r:
+      a = r["against_over_current"]
+      line += f"{r['against_ms']:>12.3f}{a['median']:>10.2f} [{a['q1']:.2f}, {a['q3']:.2f}]"
+      line += f"{r['against_x_joint']['median']:>17.2f}"
     print(line)
   for name, r in result["rows"].items():
     if "flops_x_joint_mean" in r:
@@ -500,6 +597,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--tiny", action="store_true", help="one small shape, 2 rounds of 2 steps")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+  parser.add_argument("--against", default=None, metavar="DIR",
+                      help="also time the rows with the mmreg of the checkout DIR, side by side")
+  parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # --against's child
   args = parser.parse_args(argv)
   if args.tiny:
     args.rounds, args.steps = min(args.rounds, 2), 2
@@ -507,10 +607,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise SystemExit(f"unknown rows {unknown}; valid: {list(METHODS)}")
+  if args.serve:
+    serve(Shape(**json.loads(args.serve)), methods, args.loss_grads_impl)
+    return {}
   has_torch = False
   threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   if args.rounds < 0:
     raise SystemExit(f"--rounds must be ≥ 0 (0: compile only), got {args.rounds}")
+  if args.against and args.rounds == 0:
+    raise SystemExit("--against times the rows: it needs --rounds ≥ 1")
   if not args.no_torch and args.rounds > 0:
     try:
       import torch

@@ -35,7 +35,15 @@ from mmreg.data import MFEAT_VIEWS, load_mfeat
 from mmreg.losses import LossSpec, alignment_term, prototype_term
 from mmreg.train.results import plot_bars, write_json
 
-from .coherence_common import Config, Setup, plot_bands, run_outputs, summarize, train_seeds
+from .coherence_common import (
+    Config,
+    Setup,
+    cosine,
+    plot_bands,
+    run_outputs,
+    summarize,
+    train_seeds,
+)
 
 CCA_DIMS = (9, 16, 32)
 CCA_RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
@@ -71,12 +79,6 @@ def fit_cca(x: np.ndarray, y: np.ndarray, dim: int, ridge: float
   wy = _inv_sqrt(y.T @ y / (n - 1) + ridge * np.eye(y.shape[1]))
   u, s, vt = np.linalg.svd(wx @ (x.T @ y / (n - 1)) @ wy)
   return wx @ u[:, :dim], wy @ vt.T[:, :dim], s[:dim]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
-  b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
-  return a @ b.T
 
 
 def evaluate(z: dict[str, np.ndarray], labels: np.ndarray, views) -> dict[str, float]:

@@ -119,6 +119,13 @@ def predict(model: nnx.Module, data: MultimodalDataset) -> mmreg.ModelOutput:
   return jax.tree.map(np.asarray, _PREDICT_CACHE[graphdef](params, rest, data.as_batch()))
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """`[N, M]` cosine similarities of the rows of a and b (a zero row gives 0)."""
+  a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
+  b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
+  return a @ b.T
+
+
 def summarize(values_by_seed: Sequence[float]) -> dict[str, float]:
   out = mean_ci(values_by_seed)
   out["values"] = [float(v) for v in values_by_seed]

@@ -56,6 +56,7 @@ from .coherence_common import (
     Config,
     Setup,
     accuracies,
+    cosine,
     plot_bands,
     predict,
     run_model,
@@ -111,16 +112,10 @@ def retrieval(z: dict[str, np.ndarray], labels: np.ndarray, views) -> dict[str, 
   rel = metrics.same_label(labels, labels)
   out = {}
   for q, g in (views, views[::-1]):
-    s = _cosine(z[q], z[g])
+    s = cosine(z[q], z[g])
     r = metrics.retrieval_metrics(s, rel, ks=(1, 5))
     out.update({f"{q}->{g} {k}": v for k, v in r.items() if k != "NDCG@10"})
   return out
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
-  b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
-  return a @ b.T
 
 
 def configurations(views, teacher: str, dropout: float) -> dict[str, Config]:

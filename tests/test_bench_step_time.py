@@ -2,8 +2,13 @@
 
 import json
 import math
+from pathlib import Path
+
+import pytest
 
 from benchmarks.step_time import main
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_step_time_tiny_writes_ratios_flops_and_memory(tmp_path):
@@ -48,3 +53,17 @@ def test_redreg_probe_rows_report_the_step_without_the_probe_and_the_mean(tmp_pa
   assert 1.0 < between < probed
   assert math.isclose(tenth["flops_x_joint_mean"], (9 * between + probed) / 10, rel_tol=1e-9)
   assert 0 < tenth["peak_x_joint_without_probe"] <= tenth["peak_x_joint"]
+
+
+def test_against_times_another_checkouts_rows_side_by_side(tmp_path):
+  """`--against DIR`: a child process with DIR's mmreg (here this checkout) times the same rows
+  in the interleaved rounds; same code, so the same FLOPs. A folder without mmreg is refused."""
+  out = tmp_path / "ab.json"
+  main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(ROOT), "--json", str(out)])
+  joint = json.loads(out.read_text())["shapes"][0]["rows"]["joint"]
+  a = joint["against_over_current"]
+  assert a["q1"] <= a["median"] <= a["q3"] and math.isfinite(joint["against_ms"])
+  assert joint["against_x_joint"]["median"] == 1.0
+  assert joint["against_flops_x"] == 1.0
+  with pytest.raises(SystemExit, match="no mmreg package there"):
+    main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(tmp_path)])

@@ -268,13 +268,14 @@ def test_row_mask_consumers_skip_zero_rows():
 def test_row_reduce_sums_and_peaks_every_group_in_one_pass():
   # oracle: float64 NumPy sums of products and maxima, row by row
   rng = np.random.default_rng(2)
-  for shape in ((3,), (3, 5), (3, 1000, 7), (3, 2, 3, 4)):
+  for shape in ((3,), (3, 5), (3, 9000), (3, 1000, 7), (3, 2, 3, 4)):
     g = rng.normal(size=shape).astype(np.float32)
     pairs = [(0, 0), (0, 2), (2, 2)]
     sums = row_reduce(jnp.asarray(g), pairs, lambda a, b: a * b, jnp.add)
     g64 = g.astype(np.float64)
     want = [np.sum(g64[i] * g64[j]) for i, j in pairs]
-    np.testing.assert_allclose(np.asarray(sums, np.float64), want, rtol=2e-6, atol=1e-6)
+    # a long 1-D row (a stacked bias) is summed in one stage: a sequential float32 sum's error
+    rtol = 1e-4 if shape == (3, 9000) else 2e-6
+    np.testing.assert_allclose(np.asarray(sums, np.float64), want, rtol=rtol, atol=1e-6)
     peaks = row_reduce(jnp.asarray(g), [(1,), (2,)], jnp.abs, jnp.maximum)
     np.testing.assert_array_equal(np.asarray(peaks), np.abs(g[1:]).reshape(2, -1).max(axis=1))
-

@@ -79,14 +79,11 @@ def common_scale(arrays: Sequence[jax.Array | None],
   `masks` (optional, one per array: which rows of its leading axis can be non-zero, as
   `stack_row_masks` gives) skips the rows known to be zero; the rows of a leaf are reduced where
   they lie (static slices, one variadic reduction), so neither the stack nor a selection of its
-  rows is copied. s is at least 2^-126 (float32's smallest normal), so 1/s is finite and
-  multiplying by it is exact too."""
+  rows is copied. s is at least 2^-126 (`peak_scale`)."""
   masks = masks if masks is not None else [None] * len(arrays)
-  peaks = [p for a, r in zip(arrays, masks, strict=True) if a is not None
-           for p in row_reduce(a, [(i,) for i in row_indices(a, r)], jnp.abs, jnp.maximum)]
-  if not peaks:
-    return power_of_two_scale(jnp.zeros((1,), jnp.float32))
-  return jnp.maximum(power_of_two_scale(jnp.stack(peaks)), 2.0 ** -126)
+  return peak_scale([p for a, r in zip(arrays, masks, strict=True) if a is not None
+                     for p in row_reduce(a, [(i,) for i in row_indices(a, r)], jnp.abs,
+                                         jnp.maximum)])
 
 
 def row_indices(a: jax.Array, rows: Sequence[bool] | None) -> list[int]:
@@ -123,7 +120,8 @@ def row_reduce(g: jax.Array, groups: Sequence[tuple[int, ...]],
   groups come from one variadic reduction, which reads each row once where it lies (static
   slices: no gathered or scaled copy is stored). It reduces along the leaf's last axis, then
   the partial results, so a float32 sum's round-off stays near a pairwise sum's; a row of at
-  most `ONE_STAGE_SIZE` elements is reduced in one stage (one operation fewer)."""
+  most `ONE_STAGE_SIZE` elements, and a 1-D row (a stacked bias) of any size, is reduced in one
+  stage."""
   if not groups:
     return []
   size = math.prod(g.shape[1:])
@@ -136,6 +134,14 @@ def row_reduce(g: jax.Array, groups: Sequence[tuple[int, ...]],
   if width == size:  # one row: the reduction is complete
     return [p[0] for p in partial]
   return [jax.lax.reduce(p, jnp.float32(0), combine, (0,)) for p in partial]
+
+
+def peak_scale(peaks: Sequence[jax.Array]) -> jax.Array:
+  """One power of two above the largest of `peaks` (max |entry| values; 1 if none or all zero),
+  at least 2^-126 (float32's smallest normal), so 1/s is finite and multiplying by it exact."""
+  if not peaks:
+    return power_of_two_scale(jnp.zeros((1,), jnp.float32))
+  return jnp.maximum(power_of_two_scale(jnp.stack(peaks)), 2.0 ** -126)
 
 
 def leaf_gram(g: jax.Array, rows: Sequence[bool] | None, s: jax.Array) -> jax.Array:
@@ -169,7 +175,7 @@ def leaf_grams(rows: Sequence[jax.Array | None],
           if r is not None and _any(m)]
   out: list[jax.Array | None] = [None] * len(rows)
   if not used:
-    return out, power_of_two_scale(jnp.zeros((1,), jnp.float32))
+    return out, peak_scale([])
   s = common_scale([rows[j] for j in used], [masks[j] for j in used])
   for j in used:
     out[j] = leaf_gram(rows[j], masks[j], s)

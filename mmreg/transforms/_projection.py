@@ -9,17 +9,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mmreg.losses.geometry import power_of_two_scale
-
-_MIN_SCALE = 2.0 ** -126  # float32's smallest normal: 1/s stays finite
+from mmreg.transforms._common import peak_scale
 
 
 def inverse_scale(leaves: Sequence[jax.Array | None]) -> jax.Array:
-  """1/s for s a power of two above max|x| over the leaves (at least 2^-126; 1 if all zero):
-  multiplying by it is exact and keeps float32 sums of squares finite."""
-  peaks = [jnp.max(jnp.abs(x.astype(jnp.float32))) for x in leaves if x is not None]
-  peaks = peaks or [jnp.zeros((), jnp.float32)]
-  return 1.0 / jnp.maximum(power_of_two_scale(jnp.stack(peaks)), _MIN_SCALE)
+  """1/s for s = `peak_scale` of max|x| over the leaves: multiplying by it is exact and keeps
+  float32 sums of squares finite."""
+  return 1.0 / peak_scale([jnp.max(jnp.abs(x.astype(jnp.float32)))
+                           for x in leaves if x is not None])
 
 
 def direction_coefficient(d: jax.Array, g: jax.Array, eps: float = 1e-12
