@@ -9,12 +9,18 @@ cores are busy with the other worker), which compile the suite's programs in abo
 time: the suite's programs are small and run a few steps, so code generation dominates their
 time and fast code gains nothing.
 The HLO passes (fusion, buffer assignment: the FLOP and memory figures tests read) are unchanged.
+XLA aborts on a flag it does not know (newer releases dropped the fusion-emitter switch), so a
+short subprocess checks them first and drops the unknown ones; the processes the suite starts
+inherit the result.
 Python's cyclic garbage collector runs less often (its full collections traverse every live
 object, and a worker holds many traced and compiled programs): about 5% of a worker's time.
 """
 
 import gc
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +32,25 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                 "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
+
+
+def known_xla_flags(flags: str) -> str:
+  """`flags` without those this jaxlib's XLA rejects (it names the first unknown one and
+  aborts when its CPU backend starts)."""
+  words = flags.split()
+  while words:
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                           env={**os.environ, "XLA_FLAGS": " ".join(words)},
+                           capture_output=True, text=True, timeout=300)
+    unknown = re.search(r"Unknown flags? in XLA_FLAGS: (--[\w-]+)", probe.stderr)
+    if probe.returncode == 0 or unknown is None:
+      break
+    words = [w for w in words if w.split("=")[0] != unknown[1]]
+  return " ".join(words)
+
+
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+  os.environ["XLA_FLAGS"] = known_xla_flags(f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}")
 gc.set_threshold(50_000, 20, 20)
 
 
