@@ -390,13 +390,22 @@ def minor_faults() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
-Runner = Callable[[int], "tuple[float, float] | None"]
+Runner = Callable[[int], tuple[float, float]]  # steps -> (seconds, minor page faults)
+
+
+def timed(run: Callable[[int], None]) -> Runner:
+  """`run` as a runner that measures its own seconds and minor page faults."""
+  def runner(steps: int) -> tuple[float, float]:
+    f0, t0 = minor_faults(), time.perf_counter()
+    run(steps)
+    return time.perf_counter() - t0, minor_faults() - f0
+  return runner
 
 
 def measure(runners: dict[str, Runner], rounds: int, steps: int
             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
   """Seconds and minor page faults per step of every runner, one entry per round, rounds
-  interleaved. A runner that returns (seconds, faults) timed itself (in another process)."""
+  interleaved."""
   for run in runners.values():  # warm up
     run(2)
   times: dict[str, list[float]] = {k: [] for k in runners}
@@ -404,9 +413,7 @@ def measure(runners: dict[str, Runner], rounds: int, steps: int
   order = np.random.default_rng(0)
   for _ in range(rounds):
     for name in order.permutation(list(runners)):  # no row always follows the same one
-      f0, t0 = minor_faults(), time.perf_counter()
-      own = runners[name](steps)
-      seconds, count = own or (time.perf_counter() - t0, minor_faults() - f0)
+      seconds, count = runners[name](steps)
       times[name].append(seconds / steps)
       faults[name].append(count / steps)
   return times, faults
@@ -424,9 +431,8 @@ def serve(shape: Shape, methods: list[str], loss_grads_impl: str) -> None:
   print(PROTOCOL + json.dumps({"compiled": compiled, "package": package}), flush=True)
   for line in sys.stdin:
     row, steps = line.split()
-    f0, t0 = minor_faults(), time.perf_counter()
-    runners[row](int(steps))
-    print(f"{PROTOCOL}{time.perf_counter() - t0} {minor_faults() - f0}", flush=True)
+    seconds, faults = timed(runners[row])(int(steps))
+    print(f"{PROTOCOL}{seconds} {faults}", flush=True)
 
 
 class AgainstRows:
@@ -503,10 +509,10 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
                    **probe_flops(compiled[name], compiled["joint"])}
             for name in methods}
     return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
-  runners = {f"mmreg/{k}": v for k, v in runners.items()}
+  runners = {f"mmreg/{k}": timed(v) for k, v in runners.items()}
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
   if torch_rows:
-    runners.update({f"torch/{k}": v for k, v in torch_steps(shape, torch_rows).items()})
+    runners.update({f"torch/{k}": timed(v) for k, v in torch_steps(shape, torch_rows).items()})
   against = None
   if args.against:
     against = AgainstRows(args.against, shape, methods, args.loss_grads_impl)

@@ -3,11 +3,11 @@
 The suite's processes (pytest-xdist workers, the training subprocesses and notebook kernels they
 start) share one persistent XLA compilation cache, so a program that several of them build is
 compiled once. It lives in pytest's cache folder; `JAX_COMPILATION_CACHE_DIR` overrides it.
-They also compile with XLA's CPU backend at LLVM optimisation level 0, with its older
-(non-MLIR) fusion emitters and without splitting a module for parallel code generation (the
-cores are busy with the other worker), which compile the suite's programs in about 55% of the
-time: the suite's programs are small and run a few steps, so code generation dominates their
-time and fast code gains nothing.
+They also compile with XLA's CPU backend at LLVM optimisation level 0 and with its older
+(non-MLIR) fusion emitters, which compile the suite's programs in about 60% of the time, and
+without splitting a module for parallel code generation (the cores are busy with the other
+worker; about 10% less backend compile time again): the suite's programs are small and run a
+few steps, so code generation dominates their time and fast code gains nothing.
 The HLO passes (fusion, buffer assignment: the FLOP and memory figures tests read) are unchanged.
 XLA aborts on a flag it does not know (newer releases dropped the fusion-emitter switch), so a
 short subprocess checks them first and drops the unknown ones; the processes the suite starts
