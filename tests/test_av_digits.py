@@ -67,7 +67,7 @@ def test_quantisation_round_trip_within_half_a_level():
 
 def test_bundled_task_pairs_each_utterance_with_an_image_of_its_digit():
   splits = load_dataset("av_digits", {"seed": 0})
-  assert splits.train.input_shapes == {"audio": (32, 53, 1), "image": (16, 15, 1)}
+  assert splits.train.input_shapes == {"audio": (53, 32), "image": (16, 15, 1)}
   assert len(splits.train) + len(splits.val) + len(splits.test) == 2000
   assert np.all(splits.train.class_counts() == splits.train.class_counts()[0])
   raw = load_av_digits(standardized=False).train

@@ -118,8 +118,9 @@ def dequantise(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def load_av_digits_arrays(path: str | Path | None = None) -> MultimodalDataset:
-  """All 2000 samples: `audio` `[N, 32, 53, 1]` log-mel, `image` `[N, 16, 15, 1]` pixels
-  (from the bundled file, or from `path` as written by `generate`)."""
+  """All 2000 samples: `audio` `[N, 53, 32]` log-mel frames (time first, the mel bands as
+  channels), `image` `[N, 16, 15, 1]` pixels (from the bundled file, or from `path` as written
+  by `generate`)."""
   source = resources.files("mmreg.data").joinpath("bundled/av_digits.npz") if path is None \
       else Path(path)
   with source.open("rb") as f:
@@ -131,7 +132,8 @@ def load_av_digits_arrays(path: str | Path | None = None) -> MultimodalDataset:
     raise RuntimeError("the bundled av_digits.npz does not match mfeat's label order; rebuild "
                        "it with python -m mmreg.data.av_digits")
   images = pix.inputs["pix"].reshape(len(labels), *PIX_SHAPE, 1).astype(np.float32)
-  data = MultimodalDataset({"audio": audio[..., None], "image": images}, labels, MFEAT_CLASSES)
+  frames = np.ascontiguousarray(np.swapaxes(audio, 1, 2))
+  data = MultimodalDataset({"audio": frames, "image": images}, labels, MFEAT_CLASSES)
   check_finite(data, "av_digits")
   return data
 
