@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mmreg._threefry import normal
+
 
 class RPMState(NamedTuple):
   """Ring buffer of the last W + 1 confidences `[W+1, M]`, how many were pushed, the
@@ -111,8 +113,8 @@ def noise_redundancy(encode: Callable[[jax.Array], jax.Array], x: jax.Array, key
   """red = mean((enc(x1) − enc(x2))²) / (mean((x1 − x2)²) + ε), x_i = x + N(0, σ²)."""
   k1, k2 = jax.random.split(key)
   x = jnp.asarray(x)
-  x1 = x + sigma * jax.random.normal(k1, x.shape, x.dtype)
-  x2 = x + sigma * jax.random.normal(k2, x.shape, x.dtype)
+  x1 = x + sigma * normal(k1, x.shape, x.dtype)
+  x2 = x + sigma * normal(k2, x.shape, x.dtype)
   z1 = jax.lax.stop_gradient(encode(x1))
   z2 = jax.lax.stop_gradient(encode(x2))
   return jnp.mean((z1 - z2) ** 2) / (jnp.mean((x1 - x2) ** 2) + eps)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmreg._threefry import normal
 from mmreg.losses.geometry import power_of_two_scale
 from mmreg.monitors.dominance import modality_confidence
 from mmreg.transforms._common import (
@@ -151,7 +152,7 @@ def ogm_ge(param_labels: Any, *, alpha: Any = 0.8, modalities: Sequence[str] | N
       new = coeff[mods.index(lab)].astype(g.dtype) * g
       if generalization_enhancement:
         std = gradient_std(g) + 1e-8
-        new = new + std * jax.random.normal(k, g.shape, g.dtype)
+        new = new + std * normal(k, g.shape, g.dtype)
       out.append(jnp.where(active, new, g))
     diagnostics = {"coefficient": jnp.where(active, coeff, 1.0), "ratio": ratio,
                    "active": active.astype(jnp.float32)}
