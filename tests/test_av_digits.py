@@ -18,6 +18,7 @@ from mmreg.data.av_digits import (
     synthesise,
 )
 from mmreg.data.registry import load_dataset
+from mmreg.models import Conv1DEncoder, Conv2DEncoder, build_model
 
 
 def test_mel_filters_are_unit_peaked_triangles_at_htk_mel_centres():
@@ -80,3 +81,11 @@ def test_synthesis_gives_audible_speech():
   assert 0.2 * SAMPLE_RATE < len(speech) < 1.25 * SAMPLE_RATE
   assert np.mean(speech ** 2) > 1e-4
   assert np.abs(speech).max() <= 1.0
+
+
+def test_auto_encoders_convolve_the_audio_over_time():
+  shapes = load_dataset("av_digits", {"seed": 0}).train.input_shapes
+  model = build_model({"encoder": "auto", "channels": (4, 8), "feature_dim": 8}, shapes, 10, 0)
+  assert isinstance(model.encoders["audio"], Conv1DEncoder)
+  assert model.encoders["audio"].convs[0].in_features == 32  # the mel bands are the channels
+  assert isinstance(model.encoders["image"], Conv2DEncoder)
