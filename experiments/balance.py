@@ -419,9 +419,9 @@ flags.DEFINE_string("av_config", "small", "Audio-visual builder config: 'small',
 flags.DEFINE_float("val_fraction", 0.1, "Validation share carved from train when a release "
                    "has no val split.", lower_bound=0, upper_bound=1, flag_values=FLAGS)
 flags.DEFINE_string("encoder", "mlp", "Encoder kind: mlp (on flattened inputs), auto (MLP "
-                    "for vectors, conv for spectrograms/images), conv1d, conv2d, resnet. The "
-                    "default grid of conv encoders does not fit the default's time on 2 CPU "
-                    "cores.", flag_values=FLAGS)
+                    "for vectors, 1-D conv for [frames, bands] spectrograms, 2-D conv for "
+                    "images), conv1d, conv2d, resnet. Conv encoders take longer: AV-digits "
+                    "alone took 45 minutes with auto on 2 CPU cores.", flag_values=FLAGS)
 flags.DEFINE_integer("seeds", 10, "Fresh seeds reported (0..n-1).", lower_bound=2,
                      flag_values=FLAGS)
 flags.DEFINE_integer("tune_seeds", 2, "Seeds selecting the configuration (100..100+n-1).",
