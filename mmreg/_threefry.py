@@ -68,8 +68,8 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float3
       or jnp.dtype(dtype) != jnp.float32 or size >= 2 ** 32):
     return jax.random.normal(key, shape, dtype)
   count = lax.iota(np.uint32, size).reshape(shape)
-  high, low = threefry2x32(words[0], words[1], jnp.zeros(shape, np.uint32), count)
-  mantissa = lax.shift_right_logical(high ^ low, np.uint32(9)) | np.uint32(0x3F800000)
+  hash1, hash2 = threefry2x32(words[0], words[1], jnp.zeros(shape, np.uint32), count)
+  mantissa = lax.shift_right_logical(hash1 ^ hash2, np.uint32(9)) | np.uint32(0x3F800000)
   unit = lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1.0)
   low_end = np.nextafter(np.float32(-1.0), np.float32(0.0))
   uniform = lax.max(low_end, unit * (np.float32(1.0) - low_end) + low_end)
