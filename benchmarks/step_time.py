@@ -13,7 +13,11 @@ temporaries − donated aliases), so the distance to the FLOP floor is visible. 
 step without the probe (FLOP x, mem x) and the mean FLOP x over the k steps. `faults` is the
 median number of minor page faults per step (`getrusage`): a step whose buffers the allocator
 maps afresh each time (glibc's malloc maps blocks above 32 MiB with mmap and unmaps them on free)
-pays for touching every new page.
+pays for touching every new page. For an MLP shape the rounds also time the encoder's largest
+matrix product, `[batch, width] @ [width, width]`, alone in XLA and in PyTorch: the joint step's
+GFLOP/s (XLA's FLOP count of the step, over either library's step time) as a fraction of that
+product's GFLOP/s says how close a step is to the machine's bound, and so how much faster than
+PyTorch it can possibly get.
 
 `stack` is joint training that also computes the per-loss gradient stack over all parameters
 (what a stack method pays before its own work); `stack_vmap` the same with the stack as one
@@ -29,6 +33,7 @@ cores, like XLA's CPU backend.
   python -m benchmarks.step_time --tiny      # one small shape, seconds
   python -m benchmarks.step_time --rounds 0  # compile only: FLOP x and mem x, no timing
   python -m benchmarks.step_time --against DIR  # before/after: DIR's mmreg beside this one
+  python -m benchmarks.step_time --against . --against-env XLA_FLAGS=...  # an XLA setting
 
 `--against DIR` times the same rows with the mmreg package of another checkout DIR (e.g.
 `git worktree add /tmp/base <commit>`) beside the current one: a child process imports DIR's
@@ -385,6 +390,40 @@ def torch_steps(shape: Shape, rows: list[str]) -> dict[str, Callable[[int], None
   return runners
 
 
+def product_flops(shape: Shape) -> float:
+  """FLOPs of one `[batch, width] @ [width, width]` product, the MLP encoder's largest."""
+  return 2.0 * shape.batch * shape.width * shape.width
+
+
+def product_runners(shape: Shape, has_torch: bool) -> dict[str, Callable[[int], None]]:
+  """The MLP encoder's first-layer product alone, chained (a ← a @ w, so no call overlaps the
+  next), in XLA and in PyTorch: the machine's rate for the step's dominant work."""
+  rng = np.random.default_rng(0)
+  a0 = rng.normal(size=(shape.batch, shape.width)).astype(np.float32)
+  w0 = (rng.normal(size=(shape.width, shape.width)) / math.sqrt(shape.width)).astype(np.float32)
+  a, w = jax.device_put(a0), jax.device_put(w0)
+  product = jax.jit(lambda x, y: x @ y).lower(a, w).compile()
+
+  def run_xla(n: int) -> None:
+    x = a
+    for _ in range(n):
+      x = product(x, w)
+    jax.block_until_ready(x)
+
+  runners = {"mmreg/product": run_xla}
+  if has_torch:
+    import torch
+    ta, tw = torch.from_numpy(a0), torch.from_numpy(w0)
+
+    def run_torch(n: int) -> None:
+      x = ta
+      for _ in range(n):
+        x = torch.mm(x, tw)
+
+    runners["torch/product"] = run_torch
+  return runners
+
+
 def minor_faults() -> int:
   """Minor page faults of this process so far (0 where `resource` is missing)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
@@ -437,9 +476,11 @@ def serve(shape: Shape, methods: list[str], loss_grads_impl: str) -> None:
 
 class AgainstRows:
   """Parent side of `--against`: this script in a child process that imports the mmreg of the
-  checkout `directory` (first on its PYTHONPATH) and serves the rows of one shape."""
+  checkout `directory` (first on its PYTHONPATH) and serves the rows of one shape; `environment`
+  is added to the child's environment only."""
 
-  def __init__(self, directory: str, shape: Shape, methods: list[str], loss_grads_impl: str):
+  def __init__(self, directory: str, shape: Shape, methods: list[str], loss_grads_impl: str,
+               environment: dict[str, str] | None = None):
     directory = os.path.abspath(directory)
     if not os.path.isfile(os.path.join(directory, "mmreg", "__init__.py")):
       raise SystemExit(f"--against {directory}: no mmreg package there; pass a checkout of this "
@@ -450,7 +491,7 @@ class AgainstRows:
          json.dumps(dataclasses.asdict(shape)), "--methods", ",".join(methods),
          "--loss-grads-impl", loss_grads_impl],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": path})
+        env={**os.environ, **(environment or {}), "PYTHONPATH": path})
     hello = json.loads(self._answer())
     if os.path.dirname(hello["package"]) != directory:
       self.close()
@@ -513,9 +554,11 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
   torch_rows = [r for r in TORCH_ROWS if r in methods] if has_torch else []
   if torch_rows:
     runners.update({f"torch/{k}": timed(v) for k, v in torch_steps(shape, torch_rows).items()})
+  if shape.encoder == "mlp":
+    runners.update({k: timed(v) for k, v in product_runners(shape, bool(torch_rows)).items()})
   against = None
   if args.against:
-    against = AgainstRows(args.against, shape, methods, args.loss_grads_impl)
+    against = AgainstRows(args.against, shape, methods, args.loss_grads_impl, args.against_env)
     runners.update({f"against/{k}": against.runner(k) for k in methods})
   try:
     times, faults = measure(runners, args.rounds, args.steps)
@@ -544,7 +587,25 @@ def run_shape(shape: Shape, methods: list[str], args: argparse.Namespace, has_to
       row["against_x_joint"] = ratio_stats(ta, times["against/joint"])
       row["against_flops_x"] = against.compiled[name]["flops"] / compiled[name]["flops"]
     rows[name] = row
-  return {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
+  result = {"shape": dataclasses.asdict(shape), "label": shape.label(), "rows": rows}
+  if shape.encoder == "mlp":
+    result["rates"] = flop_rates(times, compiled["joint"]["flops"], product_flops(shape))
+  return result
+
+
+def flop_rates(times: dict[str, list[float]], joint_flops: float, flops_per_product: float
+               ) -> dict[str, float]:
+  """GFLOP/s of the joint step (XLA's FLOP count over the median step time, for mmreg and for
+  PyTorch's step of the same model) and of the encoder's largest product alone, and the joint
+  step's rate as a fraction of the product's: how far the step is from the machine's bound."""
+  rates = {}
+  for lib in ("mmreg", "torch"):
+    if f"{lib}/joint" in times and f"{lib}/product" in times:
+      step = joint_flops / statistics.median(times[f"{lib}/joint"]) / 1e9
+      product = flops_per_product / statistics.median(times[f"{lib}/product"]) / 1e9
+      rates.update({f"{lib}_joint_gflops": step, f"{lib}_product_gflops": product,
+                    f"{lib}_joint_of_product": step / product})
+  return rates
 
 
 def print_shape(result: dict[str, Any]) -> None:
@@ -568,12 +629,30 @@ def print_shape(result: dict[str, Any]) -> None:
       line += f"{r['against_ms']:>12.3f}{a['median']:>10.2f} [{a['q1']:.2f}, {a['q3']:.2f}]"
       line += f"{r['against_x_joint']['median']:>17.2f}"
     print(line)
+  rates = result.get("rates", {})
+  for lib in ("mmreg", "torch"):
+    if f"{lib}_joint_gflops" in rates:
+      print(f"  {lib}: joint step {rates[f'{lib}_joint_gflops']:.1f} GFLOP/s, the encoder's "
+            f"largest product alone {rates[f'{lib}_product_gflops']:.1f} GFLOP/s (the step at "
+            f"{rates[f'{lib}_joint_of_product']:.0%} of it)")
   for name, r in result["rows"].items():
     if "flops_x_joint_mean" in r:
       print(f"  {name}: FLOP x {r['flops_x_joint']:.2f} is a probed step (lax.cond counted at its "
             f"costliest branch); without the probe {r['flops_x_joint_without_probe']:.2f}, "
             f"mean over the probe period {r['flops_x_joint_mean']:.2f}; mem x without the probe "
             f"{r['peak_x_joint_without_probe']:.2f}")
+
+
+def parse_environment(pairs: list[str]) -> dict[str, str]:
+  """`NAME=VALUE` strings as environment variables."""
+  env = {}
+  for pair in pairs:
+    name, sep, value = pair.partition("=")
+    if not sep or not name:
+      raise SystemExit(f"--against-env {pair!r}: expected NAME=VALUE, e.g. "
+                       "XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false")
+    env[name] = value
+  return env
 
 
 def shapes_of(args: argparse.Namespace) -> list[Shape]:
@@ -605,8 +684,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
   parser.add_argument("--against", default=None, metavar="DIR",
                       help="also time the rows with the mmreg of the checkout DIR, side by side")
+  parser.add_argument("--against-env", action="append", default=[], metavar="NAME=VALUE",
+                      help="set this environment variable in the --against child only "
+                           "(repeatable): `--against . --against-env XLA_FLAGS=...` times an "
+                           "XLA setting against the default on the same code")
   parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # --against's child
   args = parser.parse_args(argv)
+  args.against_env = parse_environment(args.against_env)
   if args.tiny:
     args.rounds, args.steps = min(args.rounds, 2), 2
   methods = ["joint", *[m for m in args.methods.split(",") if m and m != "joint"]]
@@ -620,6 +704,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   if args.rounds < 0:
     raise SystemExit(f"--rounds must be ≥ 0 (0: compile only), got {args.rounds}")
+  if args.against_env and not args.against:
+    raise SystemExit("--against-env sets the --against child's environment: pass --against too")
   if args.against and args.rounds == 0:
     raise SystemExit("--against times the rows: it needs --rounds ≥ 1")
   if not args.no_torch and args.rounds > 0:
@@ -632,6 +718,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   header = {"device": jax.devices()[0].platform,
             "cpu": platform.processor() or platform.machine(), "cores": threads,
             "jax": jax.__version__, "loss_grads_impl": args.loss_grads_impl,
+            "against_env": args.against_env,
             "rounds": args.rounds, "steps": args.steps}
   if has_torch:
     import torch

@@ -25,6 +25,12 @@ def test_step_time_tiny_writes_ratios_flops_and_memory(tmp_path):
   # the per-loss stack adds backward work and memory over joint training
   assert rows["stack"]["flops_x_joint"] > 1.0 and rows["stack"]["peak_x_joint"] > 1.0
   assert result["header"]["loss_grads_impl"] == "auto"
+  # the joint step's rate beside the rate of its largest matrix product alone (no torch here)
+  rates = shape["rates"]
+  assert set(rates) == {"mmreg_joint_gflops", "mmreg_product_gflops", "mmreg_joint_of_product"}
+  assert math.isclose(rates["mmreg_joint_of_product"],
+                      rates["mmreg_joint_gflops"] / rates["mmreg_product_gflops"])
+  assert rates["mmreg_product_gflops"] > 0 and rates["mmreg_joint_gflops"] > 0
 
 
 def test_step_time_compile_only_reports_flops_and_memory_without_timing(tmp_path):
@@ -67,3 +73,18 @@ def test_against_times_another_checkouts_rows_side_by_side(tmp_path):
   assert joint["against_flops_x"] == 1.0
   with pytest.raises(SystemExit, match="no mmreg package there"):
     main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(tmp_path)])
+
+
+
+def test_against_env_reaches_the_child_only(tmp_path):
+  """`--against-env NAME=VALUE` is set in the child's environment: an XLA flag the child's
+  XLA refuses makes the child exit, which the parent reports; malformed or without --against,
+  it is refused before anything compiles."""
+  with pytest.raises(SystemExit, match="child exited with status"):
+    main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(ROOT),
+          "--against-env", "XLA_FLAGS=--xla_no_such_flag=1"])
+  with pytest.raises(SystemExit, match="expected NAME=VALUE"):
+    main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(ROOT),
+          "--against-env", "XLA_FLAGS"])
+  with pytest.raises(SystemExit, match="pass --against too"):
+    main(["--tiny", "--no-torch", "--methods", "joint", "--against-env", "A=1"])
