@@ -75,7 +75,6 @@ def test_against_times_another_checkouts_rows_side_by_side(tmp_path):
     main(["--tiny", "--no-torch", "--methods", "joint", "--against", str(tmp_path)])
 
 
-
 def test_against_env_reaches_the_child_only(tmp_path):
   """`--against-env NAME=VALUE` is set in the child's environment: an XLA flag the child's
   XLA refuses makes the child exit, which the parent reports; malformed or without --against,
